@@ -665,6 +665,12 @@ impl Resolved {
         })
     }
 
+    /// Parses and resolves a config document given as text (tests, `strata demo`).
+    pub fn from_toml(text: &str, file_name: &str) -> Result<Resolved, ConfigError> {
+        let file = ConfigFile::parse(text, file_name)?;
+        Resolved::new(file, file_name, Some(text))
+    }
+
     /// The behaviour for a request path: the first that matches, the default one last.
     pub fn route(&self, path: &str) -> &Arc<Behaviour> {
         self.behaviours
