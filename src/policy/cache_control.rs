@@ -216,14 +216,12 @@ impl RequestDirectives {
                     "max-age" => first_delta(&mut d.max_age, &dir),
                     "min-fresh" => first_delta(&mut d.min_fresh, &dir),
                     "stale-if-error" => first_delta(&mut d.stale_if_error, &dir),
-                    "max-stale" => {
-                        if d.max_stale.is_none() {
-                            d.max_stale = match (&dir.value, dir.malformed) {
-                                (None, false) => Some(u64::MAX),
-                                (Some(v), false) => delta_seconds(v),
-                                _ => None,
-                            };
-                        }
+                    "max-stale" if d.max_stale.is_none() => {
+                        d.max_stale = match (&dir.value, dir.malformed) {
+                            (None, false) => Some(u64::MAX),
+                            (Some(v), false) => delta_seconds(v),
+                            _ => None,
+                        };
                     }
                     "no-cache" => d.no_cache = true,
                     "no-store" => d.no_store = true,
@@ -537,7 +535,8 @@ mod tests {
     #[test]
     fn cdn_cache_control() {
         // (case, lines, expected max_age or None when the field is ignored entirely)
-        let rows: &[(&str, &[&str], Option<Option<u64>>)] = &[
+        type Row<'a> = (&'a str, &'a [&'a str], Option<Option<u64>>);
+        let rows: &[Row] = &[
             ("plain", &["max-age=3600"], Some(Some(3600))),
             (
                 "huge",
