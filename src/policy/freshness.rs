@@ -1983,20 +1983,3 @@ mod tests {
     }
 }
 
-/// Whether the request says `only-if-cached` (RFC 9111 §5.2.1.7).
-pub fn only_if_cached(req: &HeaderMap) -> bool {
-    let _ = req;
-    unimplemented!("policy helper implements this")
-}
-
-/// RFC 9111 §4.4: the URIs (path and query) that a successful unsafe request invalidates
-/// besides its target: Location and Content-Location on the same host.
-pub fn invalidation_uris(
-    method: &Method,
-    status: StatusCode,
-    resp: &HeaderMap,
-    request_authority: &str,
-) -> Vec<String> {
-    let _ = (method, status, resp, request_authority);
-    unimplemented!("policy helper implements this")
-}

@@ -819,7 +819,13 @@ impl Proxy {
         };
         remove(&ctx.parts.uri);
         let host = key::host_of(&ctx.parts.uri, &ctx.parts.headers);
-        for target in freshness::invalidation_uris(&ctx.parts.method, status, resp, &host) {
+        for target in freshness::invalidation_uris(
+            &ctx.parts.method,
+            status,
+            resp,
+            &host,
+            ctx.parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+        ) {
             if let Ok(uri) = target.parse::<http::Uri>() {
                 remove(&uri);
             }
