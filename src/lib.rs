@@ -3,5 +3,6 @@
 
 pub mod config;
 pub mod policy;
+pub mod server;
 pub mod store;
 pub mod time;
