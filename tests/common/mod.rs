@@ -506,23 +506,20 @@ pub struct CacheStatus {
 impl CacheStatus {
     /// The last member named `node` (each cache appends its own member).
     pub fn parse(field: &str, node: &str) -> Option<CacheStatus> {
-        field
-            .split(',')
-            .filter_map(|member| {
-                let mut parts = member.split(';').map(str::trim);
-                let name = parts.next()?.trim_matches('"');
-                (name == node).then(|| CacheStatus {
-                    raw: member.trim().to_string(),
-                    params: parts
-                        .filter(|p| !p.is_empty())
-                        .map(|p| match p.split_once('=') {
-                            Some((k, v)) => (k.to_string(), Some(v.trim_matches('"').to_string())),
-                            None => (p.to_string(), None),
-                        })
-                        .collect(),
-                })
+        field.split(',').rev().find_map(|member| {
+            let mut parts = member.split(';').map(str::trim);
+            let name = parts.next()?.trim_matches('"');
+            (name == node).then(|| CacheStatus {
+                raw: member.trim().to_string(),
+                params: parts
+                    .filter(|p| !p.is_empty())
+                    .map(|p| match p.split_once('=') {
+                        Some((k, v)) => (k.to_string(), Some(v.trim_matches('"').to_string())),
+                        None => (p.to_string(), None),
+                    })
+                    .collect(),
             })
-            .last()
+        })
     }
 
     /// Whether a parameter is present (e.g. `hit`, `stored`, `collapsed`).
