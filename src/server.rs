@@ -1,83 +1,83 @@
-//! TEMPORARY STUB (branch `tests` only): a pass-through node with no cache, so the
-//! integration harness compiles and its plumbing can be exercised before the real proxy
-//! lands on `main`. Dropped in favour of main's `server` at the merge.
+//! A running node: the viewer listener (HTTP/1.1 and h2c on one port), the admin listener,
+//! the store, and graceful shutdown (stop accepting, drain in-flight requests within a
+//! deadline, checkpoint the store).
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use crate::admin;
+use crate::config::Resolved;
+use crate::metrics::Metrics;
+use crate::proxy::{Proxy, Runtime, Viewer};
+use crate::store::{MemoryStore, Store};
+use anyhow::Context;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
+/// A started node.
 pub struct Node {
     addr: SocketAddr,
     admin_addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    pub proxy: Arc<Proxy>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    drain: Duration,
 }
 
 impl Node {
-    pub async fn start(config: crate::config::Resolved) -> anyhow::Result<Node> {
-        let listener = TcpListener::bind(config.file.node.listen).await?;
-        let admin = TcpListener::bind(config.file.node.admin_listen).await?;
+    /// Starts a node: opens the store, binds the viewer and admin listeners (port 0 picks a
+    /// free port) and serves until [`shutdown`](Self::shutdown).
+    pub async fn start(config: Resolved) -> anyhow::Result<Node> {
+        let config = Arc::new(config);
+        let store = open_store(&config)?;
+        let metrics = Arc::new(Metrics::new());
+        let runtime = Runtime::new(config.clone()).map_err(anyhow::Error::msg)?;
+        let proxy = Arc::new(Proxy::new(runtime, store, metrics));
+
+        let node = &config.file.node;
+        let listener = TcpListener::bind(node.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (node.listen)", node.listen))?;
+        let admin = TcpListener::bind(node.admin_listen)
+            .await
+            .with_context(|| {
+                format!("cannot listen on {} (node.admin_listen)", node.admin_listen)
+            })?;
         let addr = listener.local_addr()?;
         let admin_addr = admin.local_addr()?;
-        let origin = config.origins.values().next().unwrap().config.url.clone();
-        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-        let task = tokio::spawn(async move {
-            let _admin = admin;
-            loop {
-                let (s, _) = listener.accept().await.unwrap();
-                let client = client.clone();
-                let origin = origin.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let client = client.clone();
-                        let origin = origin.clone();
-                        async move {
-                            let (mut parts, body) = req.into_parts();
-                            let body = body.collect().await?.to_bytes();
-                            parts.uri = format!(
-                                "{origin}{}",
-                                parts
-                                    .uri
-                                    .path_and_query()
-                                    .map(|p| p.as_str())
-                                    .unwrap_or("/")
-                            )
-                            .parse()
-                            .unwrap();
-                            parts.headers.remove("host");
-                            let resp = client
-                                .request(hyper::Request::from_parts(parts, Full::new(body)))
-                                .await;
-                            let resp = match resp {
-                                Ok(r) => {
-                                    let (p, b) = r.into_parts();
-                                    let b = b.collect().await?.to_bytes();
-                                    let mut r = hyper::Response::from_parts(p, Full::new(b));
-                                    r.headers_mut()
-                                        .insert("x-cache", "Miss from strata".parse().unwrap());
-                                    r
-                                }
-                                Err(_) => hyper::Response::builder()
-                                    .status(502)
-                                    .body(Full::new(Bytes::from("bad gateway")))
-                                    .unwrap(),
-                            };
-                            Ok::<_, hyper::Error>(resp)
-                        }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(s), svc)
-                        .await;
-                });
-            }
-        });
+        let (stop, stop_rx) = watch::channel(false);
+        let drain = node.drain_timeout.get();
+
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(serve_viewers(
+            listener,
+            proxy.clone(),
+            stop_rx.clone(),
+            drain,
+        )));
+        tasks.push(tokio::spawn(admin::serve(
+            admin,
+            proxy.clone(),
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(checkpoints(
+            proxy.clone(),
+            config.file.store.checkpoint_interval.get(),
+            stop_rx,
+        )));
+        tracing::info!(node = %proxy.node_id, %addr, %admin_addr, "serving");
         Ok(Node {
             addr,
             admin_addr,
-            task,
+            proxy,
+            stop,
+            tasks,
+            drain,
         })
     }
 
@@ -89,7 +89,104 @@ impl Node {
         self.admin_addr
     }
 
+    /// Stops accepting, drains in-flight requests (up to `node.drain_timeout`), writes the
+    /// store's checkpoint.
     pub async fn shutdown(self) {
-        self.task.abort();
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::sleep(self.drain + Duration::from_secs(1));
+        tokio::pin!(deadline);
+        for t in self.tasks {
+            tokio::select! {
+                _ = t => {}
+                _ = &mut deadline => break,
+            }
+        }
+        if let Err(e) = self.proxy.store.checkpoint() {
+            tracing::error!(error = %e, "could not write the store checkpoint at shutdown");
+        }
+        tracing::info!(node = %self.proxy.node_id, "stopped");
+    }
+}
+
+fn open_store(config: &Resolved) -> anyhow::Result<Arc<dyn Store>> {
+    let s = &config.file.store;
+    Ok(Arc::new(MemoryStore::new(s.memory.bytes())))
+}
+
+/// The hyper connection builder for viewers: HTTP/1.1 and h2c, header limits per SPEC.
+pub(crate) fn viewer_builder() -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .max_buf_size(crate::config::defaults::MAX_HEADER_BYTES + 1024)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256);
+    b
+}
+
+async fn serve_viewers(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    mut stop: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let builder = Arc::new(viewer_builder());
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let proxy = proxy.clone();
+                let viewer = Viewer { addr: peer, tls: false };
+                let svc = service_fn(move |req| {
+                    let proxy = proxy.clone();
+                    async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, viewer).await) }
+                });
+                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    }
+                });
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain deadline passed with requests still in flight");
+    }
+}
+
+async fn checkpoints(proxy: Arc<Proxy>, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let store = proxy.store.clone();
+                match tokio::task::spawn_blocking(move || store.checkpoint()).await {
+                    Ok(Err(e)) => tracing::warn!(error = %e, "periodic checkpoint failed"),
+                    Err(e) => tracing::warn!(error = %e, "periodic checkpoint task failed"),
+                    Ok(Ok(())) => {}
+                }
+            }
+            _ = stop.changed() => return,
+        }
     }
 }

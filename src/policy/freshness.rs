@@ -122,3 +122,21 @@ pub fn stale_if_error_allows(meta: &ObjectMeta, req: &HeaderMap, now: u64) -> bo
     let _ = (meta, req, now);
     unimplemented!("policy helper implements this")
 }
+
+/// Whether the request says `only-if-cached` (RFC 9111 §5.2.1.7).
+pub fn only_if_cached(req: &HeaderMap) -> bool {
+    let _ = req;
+    unimplemented!("policy helper implements this")
+}
+
+/// RFC 9111 §4.4: the URIs (path and query) that a successful unsafe request invalidates
+/// besides its target: Location and Content-Location on the same host.
+pub fn invalidation_uris(
+    method: &Method,
+    status: StatusCode,
+    resp: &HeaderMap,
+    request_authority: &str,
+) -> Vec<String> {
+    let _ = (method, status, resp, request_authority);
+    unimplemented!("policy helper implements this")
+}

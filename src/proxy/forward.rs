@@ -1,0 +1,232 @@
+//! Builds the request sent upstream from a viewer's request: the origin request policy's
+//! forwarding rules, the cache policy's key inputs (always forwarded), hop-by-hop fields
+//! removed, `Via` and `X-Forwarded-For` added, and the origin's custom headers.
+
+use super::hop::is_hop_by_hop;
+use crate::config::{Behaviour, OriginTarget};
+use crate::policy::key::normalised_accept_encoding;
+use crate::store::ObjectMeta;
+use crate::upstream::UpstreamBody;
+use http::header::{ACCEPT_ENCODING, CONNECTION, COOKIE, HOST, VIA};
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
+use std::net::IpAddr;
+
+/// Fields a fill never forwards: a fill fetches the whole object for the cache; the
+/// viewer's own preconditions and ranges are answered from it afterwards.
+const FILL_DROPS: &[&str] = &[
+    "if-none-match",
+    "if-modified-since",
+    "if-match",
+    "if-unmodified-since",
+    "if-range",
+    "range",
+];
+
+/// What kind of upstream request to build.
+pub enum Purpose<'a> {
+    /// Pass the viewer's request through (no caching): method, body and preconditions kept.
+    Pass,
+    /// Fetch the whole object for the cache (GET, no viewer preconditions).
+    Fill,
+    /// Revalidate this stored response (conditional GET).
+    Revalidate(&'a ObjectMeta),
+}
+
+pub struct ForwardContext<'a> {
+    pub behaviour: &'a Behaviour,
+    pub origin: &'a OriginTarget,
+    pub via: &'a HeaderValue,
+    pub client_ip: IpAddr,
+    /// Whether the viewer spoke TLS to this node.
+    pub tls: bool,
+}
+
+/// Builds the upstream request.
+pub fn upstream_request(
+    ctx: &ForwardContext<'_>,
+    parts: &Parts,
+    purpose: Purpose<'_>,
+    body: UpstreamBody,
+) -> Result<Request<UpstreamBody>, String> {
+    let b = ctx.behaviour;
+    let cp = &b.cache_policy;
+    let orp = &b.origin_request_policy;
+
+    // URI: the origin's scheme, authority and path prefix + the viewer's path and the
+    // forwarded query strings, in the viewer's order.
+    let base = &ctx.origin.url;
+    let prefix = base.path().trim_end_matches('/');
+    let mut pq = String::with_capacity(prefix.len() + parts.uri.path().len() + 32);
+    pq.push_str(prefix);
+    pq.push_str(parts.uri.path());
+    if let Some(q) = parts.uri.query() {
+        let kept: Vec<&str> = q
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .filter(|p| {
+                let name = p.split('=').next().unwrap_or(p);
+                cp.query_strings.takes(name) || orp.query_strings.takes(name)
+            })
+            .collect();
+        if !kept.is_empty() {
+            pq.push('?');
+            pq.push_str(&kept.join("&"));
+        }
+    }
+    let uri = Uri::builder()
+        .scheme(base.scheme_str().unwrap_or("http"))
+        .authority(base.authority().map(|a| a.as_str()).unwrap_or(""))
+        .path_and_query(pq)
+        .build()
+        .map_err(|e| format!("cannot build the origin URI: {e}"))?;
+
+    let connection_listed: Vec<String> = parts
+        .headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .collect();
+    let fill = !matches!(purpose, Purpose::Pass);
+
+    let mut h = HeaderMap::with_capacity(parts.headers.len() + 6);
+    for (name, value) in &parts.headers {
+        let n = name.as_str();
+        if is_hop_by_hop(n)
+            || connection_listed.iter().any(|c| c == n)
+            || n == "host"
+            || n == "via"
+            || n == "x-forwarded-for"
+            || n == "cookie"
+            || n == "accept-encoding"
+            || (fill && FILL_DROPS.contains(&n))
+        {
+            continue;
+        }
+        if matches!(purpose, Purpose::Pass) || cp.headers.takes(n) || orp.headers.takes(n) {
+            h.append(name.clone(), value.clone());
+        }
+    }
+
+    // Cookies: those keyed or forwarded, in the viewer's order.
+    if !(cp.cookies.is_none() && orp.cookies.is_none()) {
+        let mut kept = Vec::new();
+        for v in parts.headers.get_all(COOKIE) {
+            let Ok(s) = v.to_str() else { continue };
+            for c in s.split(';') {
+                let c = c.trim();
+                let name = c.split('=').next().unwrap_or(c);
+                if !c.is_empty() && (cp.cookies.takes(name) || orp.cookies.takes(name)) {
+                    kept.push(c);
+                }
+            }
+        }
+        if !kept.is_empty() {
+            if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+                h.insert(COOKIE, v);
+            }
+        }
+    }
+
+    // Accept-Encoding: normalised to the policy's encodings when it names any; otherwise
+    // the viewer's as sent (the response's Vary then keys the variants).
+    if cp.accept_encoding.is_empty() {
+        for v in parts.headers.get_all(ACCEPT_ENCODING) {
+            h.append(ACCEPT_ENCODING, v.clone());
+        }
+    } else if let Some(ae) = normalised_accept_encoding(&cp.accept_encoding, &parts.headers) {
+        if let Ok(v) = HeaderValue::from_str(&ae) {
+            h.insert(ACCEPT_ENCODING, v);
+        }
+    }
+
+    // Host.
+    let host = if orp.forward_host {
+        parts.headers.get(HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        })
+    } else {
+        None
+    };
+    let host = match host {
+        Some(h) => h,
+        None => HeaderValue::from_str(base.authority().map(|a| a.as_str()).unwrap_or(""))
+            .map_err(|e| e.to_string())?,
+    };
+    h.insert(HOST, host);
+
+    // Via and X-Forwarded-For: the viewer's, with this hop appended.
+    let mut via = String::new();
+    for v in parts.headers.get_all(VIA) {
+        if let Ok(s) = v.to_str() {
+            via.push_str(s);
+            via.push_str(", ");
+        }
+    }
+    via.push_str(ctx.via.to_str().unwrap_or(""));
+    if let Ok(v) = HeaderValue::from_str(&via) {
+        h.insert(VIA, v);
+    }
+    let xff_name = HeaderName::from_static("x-forwarded-for");
+    let mut xff = String::new();
+    for v in parts.headers.get_all(&xff_name) {
+        if let Ok(s) = v.to_str() {
+            xff.push_str(s);
+            xff.push_str(", ");
+        }
+    }
+    xff.push_str(&ctx.client_ip.to_string());
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert(xff_name, v);
+    }
+    if !h.contains_key("x-forwarded-proto") {
+        h.insert(
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static(if ctx.tls { "https" } else { "http" }),
+        );
+    }
+
+    // Revalidation: the stored validators.
+    if let Purpose::Revalidate(meta) = &purpose {
+        if let Some(etag) = meta.headers.get(http::header::ETAG) {
+            h.insert(http::header::IF_NONE_MATCH, etag.clone());
+        }
+        if let Some(lm) = meta.headers.get(http::header::LAST_MODIFIED) {
+            h.insert(http::header::IF_MODIFIED_SINCE, lm.clone());
+        }
+    }
+
+    // The origin's custom headers (validated at config load).
+    for (name, value) in &ctx.origin.config.headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            h.insert(n, v);
+        }
+    }
+
+    let method = match purpose {
+        Purpose::Pass => parts.method.clone(),
+        _ if parts.method == Method::OPTIONS => Method::OPTIONS,
+        _ => Method::GET,
+    };
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(body)
+        .map_err(|e| e.to_string())?;
+    *req.headers_mut() = h;
+    Ok(req)
+}
+
+/// Whether a request carries revalidation validators that a fill would add.
+pub fn has_validators(meta: &ObjectMeta) -> bool {
+    meta.headers.contains_key(http::header::ETAG)
+        || meta.headers.contains_key(http::header::LAST_MODIFIED)
+}

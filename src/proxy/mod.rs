@@ -1,0 +1,876 @@
+//! The request state machine: route, key, look up, then serve a hit, serve stale while one
+//! refresh runs, revalidate, fill a miss (coalesced), or pass the request through.
+//!
+//! ```text
+//! viewer ─▶ loop check ─▶ route ─▶ method rules ─▶ key ─▶ lookup (+Vary) ─┬─ fresh ─▶ serve
+//!                                                                         ├─ stale, SWR ─▶ serve + background fill
+//!                                                                         └─ stale / miss ─▶ fill (one per key) ─▶ serve
+//! ```
+//!
+//! The proxy owns HTTP semantics at the edges of the cache (which requests may use it, what
+//! the viewer sees) and delegates the RFC rules to `policy`, bytes to `store`, and waiting
+//! to `coalesce`. It never knows where a stored body lives.
+
+pub mod body;
+mod forward;
+pub mod hop;
+mod respond;
+
+use self::body::ProxyBody;
+use self::forward::{ForwardContext, Purpose};
+use self::hop::{strip_hop_by_hop, via_names, CacheStatus, Outcome};
+use crate::coalesce::{Coalescer, Fill, FillHead, Join};
+use crate::config::{defaults, Behaviour, OriginTarget, Resolved, Upstream, ViewerProtocolPolicy};
+use crate::metrics::Metrics;
+use crate::policy::freshness::{self, RequestFacts, Usability};
+use crate::policy::key;
+use crate::store::{MetaFlags, Object, ObjectMeta, ObjectWriter, Store};
+use crate::time::now_ms;
+use crate::upstream::{OriginClient, UpstreamBody, UpstreamError};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{DATE, VARY};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Everything a request needs that changes only on reload.
+pub struct Runtime {
+    pub config: Arc<Resolved>,
+    clients: HashMap<String, Arc<OriginClient>>,
+}
+
+impl Runtime {
+    pub fn new(config: Arc<Resolved>) -> Result<Runtime, String> {
+        let mut clients = HashMap::new();
+        for (id, o) in &config.origins {
+            clients.insert(
+                id.clone(),
+                Arc::new(OriginClient::new(o.clone()).map_err(|e| format!("origin {id}: {e}"))?),
+            );
+        }
+        Ok(Runtime { config, clients })
+    }
+}
+
+/// The caching proxy of one node.
+pub struct Proxy {
+    pub node_id: String,
+    via: HeaderValue,
+    runtime: ArcSwap<Runtime>,
+    pub store: Arc<dyn Store>,
+    coalescer: Coalescer,
+    pub metrics: Arc<Metrics>,
+    coalesce_timeout: Duration,
+}
+
+/// Who sent a request and how.
+#[derive(Debug, Clone, Copy)]
+pub struct Viewer {
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
+/// A request being handled: its head, its behaviour, the runtime it started with.
+struct Ctx {
+    parts: Parts,
+    behaviour: Arc<Behaviour>,
+    runtime: Arc<Runtime>,
+    viewer: Viewer,
+}
+
+impl Proxy {
+    pub fn new(runtime: Runtime, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Proxy {
+        let node = &runtime.config.file.node;
+        let node_id = runtime.config.node_id.clone();
+        let via = HeaderValue::from_str(&format!("1.1 {node_id} (strata)"))
+            .unwrap_or(HeaderValue::from_static("1.1 strata (strata)"));
+        Proxy {
+            coalesce_timeout: node.coalesce_timeout.get(),
+            node_id,
+            via,
+            runtime: ArcSwap::from_pointee(runtime),
+            store,
+            coalescer: Coalescer::new(defaults::COALESCE_MAX_WAITERS, defaults::HIT_FOR_MISS.get()),
+            metrics,
+        }
+    }
+
+    /// Swaps in a new configuration; requests in flight finish on the old one.
+    pub fn reload(&self, runtime: Runtime) {
+        self.runtime.store(Arc::new(runtime));
+    }
+
+    pub fn config(&self) -> Arc<Resolved> {
+        self.runtime.load().config.clone()
+    }
+
+    /// Handles one viewer request.
+    pub async fn handle(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        viewer: Viewer,
+    ) -> Response<ProxyBody> {
+        let start = Instant::now();
+        let (parts, body) = req.into_parts();
+        let (resp, outcome) = self.dispatch(parts, body, viewer).await;
+        self.metrics.request(outcome, start.elapsed().as_secs_f64());
+        resp
+    }
+
+    async fn dispatch(
+        self: &Arc<Self>,
+        parts: Parts,
+        body: Incoming,
+        viewer: Viewer,
+    ) -> (Response<ProxyBody>, Outcome) {
+        if via_names(&parts.headers, &self.node_id) {
+            let msg = format!(
+                "loop detected: this request already passed through {}",
+                self.node_id
+            );
+            return (
+                self.error(
+                    StatusCode::LOOP_DETECTED,
+                    &msg,
+                    CacheStatus::default(),
+                    None,
+                ),
+                Outcome::Error,
+            );
+        }
+        if parts.method == Method::CONNECT || !parts.uri.path().starts_with('/') {
+            return (
+                self.error(
+                    StatusCode::BAD_REQUEST,
+                    "strata serves origin-form requests only",
+                    CacheStatus::default(),
+                    None,
+                ),
+                Outcome::Error,
+            );
+        }
+        let runtime = self.runtime.load_full();
+        let behaviour = runtime.config.route(parts.uri.path()).clone();
+        if !behaviour.allowed_methods.contains(&parts.method) {
+            let msg = format!("{} is not allowed on {}", parts.method, parts.uri.path());
+            return (
+                self.error(
+                    StatusCode::FORBIDDEN,
+                    &msg,
+                    CacheStatus::default(),
+                    Some(&behaviour),
+                ),
+                Outcome::Error,
+            );
+        }
+        match (behaviour.viewer_protocol_policy, viewer.tls) {
+            (ViewerProtocolPolicy::HttpsOnly, false) => {
+                return (
+                    self.error(
+                        StatusCode::FORBIDDEN,
+                        "this path is served over HTTPS only",
+                        CacheStatus::default(),
+                        Some(&behaviour),
+                    ),
+                    Outcome::Error,
+                );
+            }
+            (ViewerProtocolPolicy::RedirectToHttps, false) => {
+                return (self.redirect_to_https(&parts), Outcome::Pass)
+            }
+            _ => {}
+        }
+        let ctx = Ctx {
+            parts,
+            behaviour,
+            runtime,
+            viewer,
+        };
+
+        let cacheable_method = matches!(
+            ctx.parts.method,
+            Method::GET | Method::HEAD | Method::OPTIONS
+        );
+        if !cacheable_method {
+            return self.pass(ctx, body, CacheStatus::fwd("method"), true).await;
+        }
+        let b = &ctx.behaviour;
+        let request_no_store =
+            crate::policy::cache_control::RequestDirectives::parse(&ctx.parts.headers).no_store;
+        if !b.cached_methods.contains(&ctx.parts.method)
+            || b.cache_policy.caching_disabled()
+            || request_no_store
+        {
+            let fwd = if request_no_store {
+                "request"
+            } else {
+                "bypass"
+            };
+            return self.pass(ctx, body, CacheStatus::fwd(fwd), false).await;
+        }
+        drop(body);
+        self.cached(ctx).await
+    }
+
+    /// The cache path for GET, HEAD (and cached OPTIONS).
+    async fn cached(self: &Arc<Self>, ctx: Ctx) -> (Response<ProxyBody>, Outcome) {
+        let b = &ctx.behaviour;
+        let primary = key::primary_key(
+            &b.cache_policy,
+            &ctx.parts.method,
+            &ctx.parts.uri,
+            &ctx.parts.headers,
+        );
+        let now = now_ms();
+        let found = self.lookup(&primary, &ctx.parts.headers);
+
+        if let Some(obj) = &found {
+            match freshness::usability(&obj.meta, &ctx.parts.headers, now) {
+                Usability::Fresh => {
+                    let ttl = (obj.meta.ttl_left(now) / 1000) as i64;
+                    return (
+                        self.serve_object(
+                            &ctx,
+                            obj.clone(),
+                            CacheStatus::hit(ttl),
+                            Outcome::Hit,
+                            now,
+                        ),
+                        Outcome::Hit,
+                    );
+                }
+                Usability::StaleWhileRevalidate => {
+                    self.revalidate_in_background(&ctx, &primary, obj.clone());
+                    let cs = CacheStatus {
+                        hit: true,
+                        ttl: Some(stale_ttl(&obj.meta, now)),
+                        detail: Some("stale-while-revalidate"),
+                        ..Default::default()
+                    };
+                    return (
+                        self.serve_object(&ctx, obj.clone(), cs, Outcome::Stale, now),
+                        Outcome::Stale,
+                    );
+                }
+                Usability::Revalidate => {}
+            }
+        } else if freshness::only_if_cached(&ctx.parts.headers) {
+            return (
+                self.error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "only-if-cached: not in cache",
+                    CacheStatus::fwd("miss"),
+                    Some(b),
+                ),
+                Outcome::Error,
+            );
+        }
+
+        if self.coalescer.is_hit_for_miss(&primary, now) {
+            let cs = CacheStatus {
+                fwd: Some("uri-miss"),
+                detail: Some("hit-for-miss"),
+                ..Default::default()
+            };
+            return self.pass_bodyless(ctx, cs).await;
+        }
+        let (fill, leader) = match self.coalescer.join(&primary) {
+            Join::Leader(fill) => {
+                self.spawn_fill(fill.clone(), primary.clone(), &ctx, found.clone());
+                (fill, true)
+            }
+            Join::Follower(fill) => (fill, false),
+            Join::Overflow => {
+                let cs = CacheStatus {
+                    fwd: Some("miss"),
+                    detail: Some("too-many-waiters"),
+                    ..Default::default()
+                };
+                return self.pass_bodyless(ctx, cs).await;
+            }
+        };
+        self.follow(ctx, &primary, fill, leader, found).await
+    }
+
+    /// Looks a key up, following a Vary marker to the variant that matches the request.
+    fn lookup(&self, primary: &str, req: &HeaderMap) -> Option<Object> {
+        let obj = self.store.get(primary)?;
+        if obj.meta.flags.has(MetaFlags::VARY_MARKER) {
+            let sk = key::secondary_key(&obj.meta.headers, req)?;
+            return self.store.get(&key::variant_key(primary, &sk));
+        }
+        Some(obj)
+    }
+
+    fn revalidate_in_background(self: &Arc<Self>, ctx: &Ctx, primary: &str, obj: Object) {
+        if self.coalescer.in_flight(primary) {
+            return;
+        }
+        if let Join::Leader(fill) = self.coalescer.join(primary) {
+            self.spawn_fill(fill, primary.to_string(), ctx, Some(obj));
+        }
+    }
+
+    /// Waits on a fill and answers the viewer from it.
+    async fn follow(
+        self: &Arc<Self>,
+        ctx: Ctx,
+        primary: &str,
+        fill: Arc<Fill>,
+        leader: bool,
+        base: Option<Object>,
+    ) -> (Response<ProxyBody>, Outcome) {
+        let now = now_ms;
+        let Some(head) = fill.head(self.coalesce_timeout).await else {
+            let cs = CacheStatus {
+                fwd: Some("miss"),
+                detail: Some("fill-timeout"),
+                ..Default::default()
+            };
+            return self.pass_bodyless(ctx, cs).await;
+        };
+        let fwd = if base.is_some() { "stale" } else { "miss" };
+        match head {
+            FillHead::Failed { timeout, message } => {
+                if let Some(obj) = base {
+                    if freshness::stale_if_error_allows(&obj.meta, &ctx.parts.headers, now()) {
+                        let cs = CacheStatus {
+                            hit: true,
+                            ttl: Some(stale_ttl(&obj.meta, now())),
+                            detail: Some("stale-if-error"),
+                            ..Default::default()
+                        };
+                        return (
+                            self.serve_object(&ctx, obj, cs, Outcome::Stale, now()),
+                            Outcome::Stale,
+                        );
+                    }
+                }
+                let status = if timeout {
+                    StatusCode::GATEWAY_TIMEOUT
+                } else {
+                    StatusCode::BAD_GATEWAY
+                };
+                let cs = CacheStatus {
+                    fwd: Some(fwd),
+                    collapsed: !leader,
+                    ..Default::default()
+                };
+                (
+                    self.error(status, &message, cs, Some(&ctx.behaviour)),
+                    Outcome::Error,
+                )
+            }
+            FillHead::Stored {
+                object,
+                fwd_status,
+                detail,
+            } => {
+                if !leader {
+                    self.metrics.coalesced.inc();
+                }
+                let t = now();
+                let (outcome, hit, ttl) = if detail == Some("stale-if-error") {
+                    (Outcome::Stale, true, stale_ttl(&object.meta, t))
+                } else {
+                    (
+                        Outcome::RefreshHit,
+                        false,
+                        (object.meta.ttl_left(t) / 1000) as i64,
+                    )
+                };
+                let cs = CacheStatus {
+                    hit,
+                    fwd: Some("stale"),
+                    fwd_status: Some(fwd_status),
+                    ttl: Some(ttl),
+                    collapsed: !leader,
+                    detail,
+                    ..Default::default()
+                };
+                (self.serve_object(&ctx, object, cs, outcome, t), outcome)
+            }
+            FillHead::Streaming {
+                meta,
+                shareable,
+                stored,
+            } => {
+                if !leader {
+                    let same_variant = match meta.headers.contains_key(VARY) {
+                        false => true,
+                        true => key::secondary_key(&meta.headers, &ctx.parts.headers)
+                            .is_some_and(|sk| meta.key == key::variant_key(primary, &sk)),
+                    };
+                    if !shareable || !same_variant {
+                        let cs = CacheStatus {
+                            fwd: Some(if shareable { "vary-miss" } else { "uri-miss" }),
+                            ..Default::default()
+                        };
+                        return self.pass_bodyless(ctx, cs).await;
+                    }
+                    self.metrics.coalesced.inc();
+                }
+                let outcome = if stored { Outcome::Miss } else { Outcome::Pass };
+                let cs = CacheStatus {
+                    fwd: Some(fwd),
+                    fwd_status: Some(meta.status.as_u16()),
+                    stored,
+                    collapsed: !leader,
+                    ..Default::default()
+                };
+                (self.serve_fill(&ctx, &meta, &fill, cs, outcome), outcome)
+            }
+        }
+    }
+
+    fn spawn_fill(
+        self: &Arc<Self>,
+        fill: Arc<Fill>,
+        primary: String,
+        ctx: &Ctx,
+        base: Option<Object>,
+    ) {
+        let this = self.clone();
+        let parts = clone_parts(&ctx.parts);
+        let behaviour = ctx.behaviour.clone();
+        let runtime = ctx.runtime.clone();
+        let viewer = ctx.viewer;
+        tokio::spawn(async move {
+            let ctx = Ctx {
+                parts,
+                behaviour,
+                runtime,
+                viewer,
+            };
+            this.run_fill(&ctx, &fill, &primary, base).await;
+            this.coalescer.complete(&primary, &fill);
+        });
+    }
+
+    /// Fetches from upstream and publishes what it got to the fill; stores what may be stored.
+    async fn run_fill(&self, ctx: &Ctx, fill: &Arc<Fill>, primary: &str, base: Option<Object>) {
+        let b = &ctx.behaviour;
+        let purpose = match &base {
+            Some(o) if forward::has_validators(&o.meta) => Purpose::Revalidate(&o.meta),
+            _ => Purpose::Fill,
+        };
+        let request_time = now_ms();
+        let (resp, origin) = match self.send_upstream(ctx, purpose, empty_body()).await {
+            Ok(r) => r,
+            Err(e) => {
+                fill.publish_head(FillHead::Failed {
+                    timeout: e.is_timeout(),
+                    message: e.to_string().into(),
+                });
+                fill.finish(false);
+                return;
+            }
+        };
+        let response_time = now_ms();
+        let (rparts, rbody) = resp.into_parts();
+        let status = rparts.status;
+        let mut headers = rparts.headers;
+        strip_hop_by_hop(&mut headers);
+        ensure_date(&mut headers, response_time);
+
+        if let Some(base) = &base {
+            if status == StatusCode::NOT_MODIFIED {
+                let mut meta = (*base.meta).clone();
+                freshness::update_headers_from_304(&mut meta.headers, &headers);
+                meta.request_time = request_time;
+                meta.response_time = response_time;
+                let f = freshness::compute(
+                    meta.status,
+                    &meta.headers,
+                    request_time,
+                    response_time,
+                    &b.cache_policy,
+                );
+                freshness::apply(&mut meta, &f);
+                meta.flags.set(MetaFlags::FORCED_STALE, false);
+                let facts = RequestFacts {
+                    method: &Method::GET,
+                    headers: &ctx.parts.headers,
+                    cookies_keyed: key::cookies_keyed(&b.cache_policy, &ctx.parts.headers),
+                };
+                if freshness::storable(facts, meta.status, &meta.headers, &b.cache_policy).is_ok() {
+                    if let Err(e) = self.store.update_meta(meta.clone()) {
+                        tracing::warn!(key = %meta.key, error = %e, "could not store a refreshed object");
+                    }
+                } else {
+                    self.store.remove(&meta.key);
+                }
+                let object = Object {
+                    meta: Arc::new(meta),
+                    body: base.body.clone(),
+                };
+                fill.publish_head(FillHead::Stored {
+                    object,
+                    fwd_status: 304,
+                    detail: None,
+                });
+                fill.finish(true);
+                return;
+            }
+            if status.is_server_error()
+                && freshness::stale_if_error_allows(&base.meta, &HeaderMap::new(), response_time)
+            {
+                fill.publish_head(FillHead::Stored {
+                    object: base.clone(),
+                    fwd_status: status.as_u16(),
+                    detail: Some("stale-if-error"),
+                });
+                fill.finish(true);
+                return;
+            }
+        }
+
+        let policy = &b.cache_policy;
+        let facts = RequestFacts {
+            method: &Method::GET,
+            headers: &ctx.parts.headers,
+            cookies_keyed: key::cookies_keyed(policy, &ctx.parts.headers),
+        };
+        let storable = freshness::storable(facts, status, &headers, policy);
+        let f = freshness::compute(status, &headers, request_time, response_time, policy);
+        let object_key = match (
+            headers.contains_key(VARY),
+            key::secondary_key(&headers, &ctx.parts.headers),
+        ) {
+            (true, Some(sk)) => key::variant_key(primary, &sk),
+            _ => primary.to_string(),
+        };
+        let content_length = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse::<u64>().ok());
+        let mut meta = ObjectMeta::new(object_key, status, headers);
+        meta.request_time = request_time;
+        meta.response_time = response_time;
+        meta.body_len = content_length.unwrap_or(u64::MAX);
+        freshness::apply(&mut meta, &f);
+
+        let mut writer: Option<Box<dyn ObjectWriter>> = None;
+        match storable {
+            Ok(()) => {
+                if meta.headers.contains_key(VARY) {
+                    self.write_vary_marker(primary, &meta);
+                }
+                match self.store.put(meta.clone()) {
+                    Ok(w) => writer = Some(w),
+                    Err(e) => {
+                        tracing::debug!(key = %meta.key, error = %e, "store refused an object")
+                    }
+                }
+                self.coalescer.clear_hit_for_miss(primary);
+            }
+            Err(reason) => {
+                use freshness::NotStored::*;
+                if matches!(reason, NoStore | Private | SetCookie | VaryStar)
+                    && !ctx.parts.headers.contains_key(http::header::AUTHORIZATION)
+                {
+                    self.coalescer.mark_hit_for_miss(primary, response_time);
+                }
+                if base.is_some() {
+                    self.store.remove(&meta.key);
+                }
+            }
+        }
+        let meta = Arc::new(meta);
+        fill.publish_head(FillHead::Streaming {
+            meta: meta.clone(),
+            shareable: storable.is_ok(),
+            stored: writer.is_some(),
+        });
+        let _ = origin;
+
+        // Stream the body to the fill (and so to every viewer) and to the store.
+        let timeout = self
+            .runtime
+            .load()
+            .clients
+            .get(origin.as_str())
+            .map_or(defaults::RESPONSE_TIMEOUT.get(), |c| c.response_timeout);
+        let mut body = rbody;
+        let mut received: u64 = 0;
+        let complete = loop {
+            match tokio::time::timeout(timeout, body.frame()).await {
+                Err(_) => break false,
+                Ok(None) => break content_length.is_none_or(|n| n == received),
+                Ok(Some(Err(e))) => {
+                    tracing::debug!(error = %e, "upstream body broke off");
+                    break false;
+                }
+                Ok(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    received += data.len() as u64;
+                    if let Some(w) = writer.as_mut() {
+                        if let Err(e) = w.write(&data) {
+                            tracing::debug!(key = %meta.key, error = %e, "store write failed; object not stored");
+                            writer = None;
+                        }
+                    }
+                    fill.push_chunk(data);
+                }
+            }
+        };
+        if complete {
+            if let Some(w) = writer.take() {
+                if let Err(e) = w.finish() {
+                    tracing::debug!(key = %meta.key, error = %e, "store finish failed");
+                }
+            }
+        }
+        fill.finish(complete);
+    }
+
+    /// Writes (or keeps) the marker that says responses under `primary` vary.
+    fn write_vary_marker(&self, primary: &str, variant: &ObjectMeta) {
+        let vary: Vec<HeaderValue> = variant.headers.get_all(VARY).iter().cloned().collect();
+        if let Some(existing) = self.store.get(primary) {
+            let same = existing.meta.flags.has(MetaFlags::VARY_MARKER)
+                && existing.meta.headers.get_all(VARY).iter().eq(vary.iter());
+            if same {
+                return;
+            }
+        }
+        let mut h = HeaderMap::new();
+        for v in vary {
+            h.append(VARY, v);
+        }
+        let mut m = ObjectMeta::new(primary.to_string(), StatusCode::OK, h);
+        m.flags.set(MetaFlags::VARY_MARKER, true);
+        m.request_time = variant.request_time;
+        m.response_time = variant.response_time;
+        m.freshness_lifetime = u64::MAX / 4;
+        m.body_len = 0;
+        if let Ok(w) = self.store.put(m) {
+            let _ = w.finish();
+        }
+    }
+
+    /// Sends a request upstream, failing over within an origin group.
+    async fn send_upstream(
+        &self,
+        ctx: &Ctx,
+        purpose: Purpose<'_>,
+        body: UpstreamBody,
+    ) -> Result<(Response<Incoming>, String), UpstreamError> {
+        match &ctx.behaviour.upstream {
+            Upstream::Origin(o) => self
+                .send_to(ctx, o, &purpose, body)
+                .await
+                .map(|r| (r, o.config.id.clone())),
+            Upstream::Group(g) => {
+                let idempotent = matches!(
+                    ctx.parts.method,
+                    Method::GET | Method::HEAD | Method::OPTIONS
+                );
+                if !idempotent {
+                    return self
+                        .send_to(ctx, &g.primary, &purpose, body)
+                        .await
+                        .map(|r| (r, g.primary.config.id.clone()));
+                }
+                match self.send_to(ctx, &g.primary, &purpose, empty_body()).await {
+                    Ok(r) if !g.failover_status.contains(&r.status().as_u16()) => {
+                        Ok((r, g.primary.config.id.clone()))
+                    }
+                    first => {
+                        tracing::info!(group = %g.id, "primary origin failed; trying the secondary");
+                        match self
+                            .send_to(ctx, &g.secondary, &purpose, empty_body())
+                            .await
+                        {
+                            Ok(r) => Ok((r, g.secondary.config.id.clone())),
+                            Err(e) => match first {
+                                Ok(r) => Ok((r, g.primary.config.id.clone())),
+                                Err(_) => Err(e),
+                            },
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send_to(
+        &self,
+        ctx: &Ctx,
+        origin: &Arc<OriginTarget>,
+        purpose: &Purpose<'_>,
+        body: UpstreamBody,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let id = origin.config.id.as_str();
+        let Some(client) = ctx.runtime.clients.get(id) else {
+            return Err(UpstreamError::Connect {
+                origin: id.to_string(),
+                detail: "no client for this origin".into(),
+            });
+        };
+        let fctx = ForwardContext {
+            behaviour: &ctx.behaviour,
+            origin,
+            via: &self.via,
+            client_ip: ctx.viewer.addr.ip(),
+            tls: ctx.viewer.tls,
+        };
+        let purpose = match purpose {
+            Purpose::Pass => Purpose::Pass,
+            Purpose::Fill => Purpose::Fill,
+            Purpose::Revalidate(m) => Purpose::Revalidate(m),
+        };
+        let req =
+            forward::upstream_request(&fctx, &ctx.parts, purpose, body).map_err(|detail| {
+                UpstreamError::Protocol {
+                    origin: id.to_string(),
+                    detail,
+                }
+            })?;
+        let result = client.send(req).await;
+        self.metrics
+            .origin(id, result.as_ref().ok().map(|r| r.status().as_u16()));
+        result
+    }
+
+    /// Passes a request through without caching (a request body is streamed upstream).
+    /// After an unsafe method succeeds, what is stored for the URL is invalidated.
+    async fn pass(
+        self: &Arc<Self>,
+        ctx: Ctx,
+        body: Incoming,
+        cs: CacheStatus,
+        invalidate: bool,
+    ) -> (Response<ProxyBody>, Outcome) {
+        let upstream_body: UpstreamBody = body
+            .map_err(|e| Box::new(e) as crate::upstream::BoxError)
+            .boxed();
+        self.pass_with(ctx, upstream_body, cs, invalidate).await
+    }
+
+    async fn pass_bodyless(
+        self: &Arc<Self>,
+        ctx: Ctx,
+        cs: CacheStatus,
+    ) -> (Response<ProxyBody>, Outcome) {
+        self.pass_with(ctx, empty_body(), cs, false).await
+    }
+
+    async fn pass_with(
+        self: &Arc<Self>,
+        ctx: Ctx,
+        body: UpstreamBody,
+        cs: CacheStatus,
+        invalidate: bool,
+    ) -> (Response<ProxyBody>, Outcome) {
+        let resp = match self.send_upstream(&ctx, Purpose::Pass, body).await {
+            Ok((r, _)) => r,
+            Err(e) => {
+                let status = if e.is_timeout() {
+                    StatusCode::GATEWAY_TIMEOUT
+                } else {
+                    StatusCode::BAD_GATEWAY
+                };
+                return (
+                    self.error(status, &e.to_string(), cs, Some(&ctx.behaviour)),
+                    Outcome::Error,
+                );
+            }
+        };
+        let (mut rparts, rbody) = resp.into_parts();
+        strip_hop_by_hop(&mut rparts.headers);
+        ensure_date(&mut rparts.headers, now_ms());
+        if invalidate && (rparts.status.is_success() || rparts.status.is_redirection()) {
+            self.invalidate_after_unsafe(&ctx, &rparts.headers, rparts.status);
+        }
+        let cs = CacheStatus {
+            fwd_status: Some(rparts.status.as_u16()),
+            ..cs
+        };
+        let mut resp = Response::from_parts(rparts, ProxyBody::Incoming(rbody));
+        self.finish_headers(resp.headers_mut(), None, &cs, Outcome::Pass, &ctx.behaviour);
+        (resp, Outcome::Pass)
+    }
+
+    /// RFC 9111 §4.4: a successful unsafe request invalidates the target URI, and the
+    /// Location and Content-Location URIs when they are on the same host.
+    fn invalidate_after_unsafe(&self, ctx: &Ctx, resp: &HeaderMap, status: StatusCode) {
+        let policy = &ctx.behaviour.cache_policy;
+        let remove = |uri: &http::Uri| {
+            for m in [Method::GET, Method::OPTIONS] {
+                let k = key::primary_key(policy, &m, uri, &ctx.parts.headers);
+                if let Some(o) = self.store.get(&k) {
+                    if o.meta.flags.has(MetaFlags::VARY_MARKER) {
+                        if let Some(sk) = key::secondary_key(&o.meta.headers, &ctx.parts.headers) {
+                            self.store.remove(&key::variant_key(&k, &sk));
+                        }
+                    }
+                    self.store.remove(&k);
+                }
+            }
+        };
+        remove(&ctx.parts.uri);
+        let host = key::host_of(&ctx.parts.uri, &ctx.parts.headers);
+        for target in freshness::invalidation_uris(&ctx.parts.method, status, resp, &host) {
+            if let Ok(uri) = target.parse::<http::Uri>() {
+                remove(&uri);
+            }
+        }
+    }
+
+    fn redirect_to_https(&self, parts: &Parts) -> Response<ProxyBody> {
+        let host = key::host_of(&parts.uri, &parts.headers);
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let mut resp = Response::new(ProxyBody::Empty);
+        *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
+        if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{pq}")) {
+            resp.headers_mut().insert(http::header::LOCATION, v);
+        }
+        resp.headers_mut()
+            .insert(http::header::VIA, self.via.clone());
+        resp
+    }
+}
+
+/// Negative seconds of staleness, for Cache-Status `ttl` on stale responses.
+fn stale_ttl(meta: &ObjectMeta, now: u64) -> i64 {
+    -((meta.age_at(now).saturating_sub(meta.freshness_lifetime) / 1000) as i64)
+}
+
+fn empty_body() -> UpstreamBody {
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn clone_parts(p: &Parts) -> Parts {
+    let mut req = Request::builder()
+        .method(p.method.clone())
+        .uri(p.uri.clone())
+        .version(p.version)
+        .body(())
+        .expect("parts of a valid request rebuild");
+    *req.headers_mut() = p.headers.clone();
+    req.into_parts().0
+}
+
+/// RFC 9110 §6.6.1: a recipient with a clock adds Date to a response that lacks it.
+fn ensure_date(h: &mut HeaderMap, now: u64) {
+    if !h.contains_key(DATE) {
+        if let Ok(v) = HeaderValue::from_str(&crate::time::fmt_http_date(now)) {
+            h.insert(DATE, v);
+        }
+    }
+}

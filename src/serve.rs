@@ -1,0 +1,52 @@
+//! `strata serve`: runs a node until SIGTERM or SIGINT; SIGHUP re-reads the config file
+//! (a bad file keeps the running config and logs why).
+
+use crate::config::{ConfigFile, Resolved};
+use crate::proxy::Runtime;
+use crate::server::Node;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::signal::unix::{signal, SignalKind};
+
+pub async fn serve(config: Resolved, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let node = Node::start(config).await?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => match &config_path {
+                Some(path) => reload(&node, path),
+                None => tracing::info!("SIGHUP ignored: running without a config file"),
+            },
+        }
+    }
+    tracing::info!("stopping: draining in-flight requests");
+    node.shutdown().await;
+    Ok(())
+}
+
+/// Re-reads the config file and swaps it in; on any error the running config stays.
+pub fn reload(node: &Node, path: &Path) {
+    let attempt = || -> anyhow::Result<()> {
+        let (file, text) = ConfigFile::load(path)?;
+        let resolved = Resolved::new(file, &path.display().to_string(), Some(&text))?;
+        let running = node.proxy.config();
+        if resolved.file.node.listen != running.file.node.listen
+            || resolved.file.node.admin_listen != running.file.node.admin_listen
+        {
+            tracing::warn!("listen addresses change only on restart; keeping the running ones");
+        }
+        let runtime = Runtime::new(Arc::new(resolved)).map_err(anyhow::Error::msg)?;
+        node.proxy.reload(runtime);
+        Ok(())
+    };
+    match attempt() {
+        Ok(()) => tracing::info!(file = %path.display(), "configuration reloaded"),
+        Err(e) => {
+            tracing::error!(file = %path.display(), "reload refused, keeping the running configuration: {e:#}")
+        }
+    }
+}
