@@ -1,6 +1,11 @@
 //! The `strata` binary: `serve`, `check-config`, `demo`.
 
 use anyhow::Context;
+
+/// mimalloc: measured faster than the system allocator on the hit path.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
