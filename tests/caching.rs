@@ -198,7 +198,8 @@ async fn post_to_a_cached_url_invalidates_it() {
     let node = start_node(&origin, CACHE_EVERYTHING).await;
 
     assert_eq!(node.get("/item", &[]).await.text(), "item v1");
-    assert!(node.get("/item", &[]).await.cache_status().has("hit"));
+    let hit = node.get("/item", &[]).await;
+    assert!(hit.cache_status().has("hit"), "{hit:?}");
 
     let post = node.request("POST", "/item", &[], "name=new").await;
     assert_eq!(post.status, 200, "{post:?}");

@@ -30,12 +30,13 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once() {
     let origin = Origin::start().await;
     let slow_refresh = Duration::from_millis(1500);
     origin.route("/feed", move |_, n| {
-        let reply =
-            Reply::ok(format!("feed v{n}")).cache_control("max-age=1, stale-while-revalidate=60");
         if n == 1 {
-            reply
+            Reply::ok("feed v1").cache_control("max-age=1, stale-while-revalidate=60")
         } else {
-            reply.delay(slow_refresh)
+            // Fresh for a minute, so polling below cannot start a refresh of v2.
+            Reply::ok(format!("feed v{n}"))
+                .cache_control("max-age=60")
+                .delay(slow_refresh)
         }
     });
     let node = start_node(&origin, SHORT_TTLS).await;
