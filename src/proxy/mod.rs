@@ -559,6 +559,7 @@ impl Proxy {
         let mut writer: Option<Box<dyn ObjectWriter>> = None;
         match storable {
             Ok(()) => {
+                freshness::remove_unstorable_fields(&mut meta.headers);
                 if meta.headers.contains_key(VARY) {
                     self.write_vary_marker(primary, &meta);
                 }
@@ -819,7 +820,13 @@ impl Proxy {
         };
         remove(&ctx.parts.uri);
         let host = key::host_of(&ctx.parts.uri, &ctx.parts.headers);
-        for target in freshness::invalidation_uris(&ctx.parts.method, status, resp, &host) {
+        for target in freshness::invalidation_uris(
+            &ctx.parts.method,
+            status,
+            resp,
+            &host,
+            ctx.parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+        ) {
             if let Ok(uri) = target.parse::<http::Uri>() {
                 remove(&uri);
             }
