@@ -343,12 +343,23 @@ pub struct TestNode {
 /// sections are written here (id `test-node`, free ports, a temporary store); `{origin}` in
 /// the text is replaced by the origin's URL.
 pub async fn start_node(origin: &Origin, toml: &str) -> TestNode {
+    start_node_as(NODE_ID, &origin.url(), toml).await
+}
+
+/// Like [`start_node`], with another node id and any upstream URL (e.g. another node's, to
+/// chain tiers).
+pub async fn start_node_as(id: &str, upstream: &str, toml: &str) -> TestNode {
+    start_node_on(id, "127.0.0.1:0", upstream, toml).await
+}
+
+/// Like [`start_node_as`], listening on a given address.
+pub async fn start_node_on(id: &str, listen: &str, upstream: &str, toml: &str) -> TestNode {
     let dir = tempfile::tempdir().expect("temporary store directory");
     let text = format!(
-        "[node]\nid = \"{NODE_ID}\"\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n\
+        "[node]\nid = \"{id}\"\nlisten = \"{listen}\"\nadmin_listen = \"127.0.0.1:0\"\n\n\
          [store]\npath = \"{}\"\nsize = \"64MiB\"\nmemory = \"64MiB\"\n\n{}",
         dir.path().display(),
-        toml.replace("{origin}", &origin.url())
+        toml.replace("{origin}", upstream)
     );
     let config = strata::config::Resolved::from_toml(&text, "test.toml")
         .unwrap_or_else(|e| panic!("test config does not resolve: {e}\n{text}"));
@@ -380,6 +391,16 @@ impl TestNode {
         body: &str,
     ) -> Response {
         send(&self.client, self.addr, method, path, headers, body).await
+    }
+
+    /// GET on the admin listener.
+    pub async fn admin_get(&self, path: &str) -> Response {
+        send(&self.client, self.admin_addr, "GET", path, &[], "").await
+    }
+
+    /// The node's URL, to use as another node's origin.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// GET over HTTP/2 without TLS (prior knowledge h2c).
@@ -465,11 +486,16 @@ impl Response {
 
     /// This node's member of `Cache-Status`; fails the test when there is none.
     pub fn cache_status(&self) -> CacheStatus {
+        self.cache_status_of(NODE_ID)
+    }
+
+    /// The `Cache-Status` member of the node called `node`.
+    pub fn cache_status_of(&self, node: &str) -> CacheStatus {
         let raw = self
             .header("cache-status")
             .unwrap_or_else(|| panic!("no Cache-Status header: {self:?}"));
-        CacheStatus::parse(&raw, NODE_ID)
-            .unwrap_or_else(|| panic!("Cache-Status `{raw}` has no member for {NODE_ID}"))
+        CacheStatus::parse(&raw, node)
+            .unwrap_or_else(|| panic!("Cache-Status `{raw}` has no member for {node}"))
     }
 
     pub fn age(&self) -> Option<u64> {
@@ -665,6 +691,14 @@ fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
 // ---------------------------------------------------------------------------------------------
 // Small things
 // ---------------------------------------------------------------------------------------------
+
+/// A loopback address with a port that was free a moment ago, for a config that must name
+/// its own address before the node starts.
+pub fn free_local_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+}
 
 /// An HTTP date `secs` seconds from now (negative: in the past).
 pub fn http_date(secs: i64) -> String {
