@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use std::time::Duration;
 
 /// One origin, everything cached by the origin's headers (one day when it says nothing),
 /// keyed on the path only.
@@ -267,5 +268,84 @@ response_headers = { set = { "X-Frame-Options" = "DENY", "Strict-Transport-Secur
         assert_eq!(r.text(), "styled");
     }
     assert_eq!(origin.count("/styled"), 1);
+    node.shutdown().await;
+}
+
+/// Bytes that differ at every offset, so a misplaced chunk shows.
+fn patterned(len: usize) -> Vec<u8> {
+    (0..len as u64)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_body_arrives_intact_on_miss_and_hit() {
+    let origin = Origin::start().await;
+    let body = bytes::Bytes::from(patterned(3 * 1024 * 1024 + 17));
+    let served = body.clone();
+    origin.route("/video.bin", move |_, _| {
+        Reply::ok(served.clone())
+            .cache_control("max-age=60")
+            .header("content-type", "application/octet-stream")
+    });
+    let node = start_node(&origin, CACHE_EVERYTHING).await;
+
+    let miss = node.get("/video.bin", &[]).await;
+    assert_eq!(miss.status, 200);
+    assert!(
+        miss.body == body,
+        "miss: {} bytes, corrupted or short",
+        miss.body.len()
+    );
+    let hit = node.get("/video.bin", &[]).await;
+    assert!(hit.cache_status().has("hit"), "{hit:?}");
+    assert!(
+        hit.body == body,
+        "hit: {} bytes, corrupted or short",
+        hit.body.len()
+    );
+
+    let mid = node
+        .get("/video.bin", &[("range", "bytes=1048576-1048591")])
+        .await;
+    assert_eq!(mid.status, 206, "{mid:?}");
+    assert_eq!(&mid.body[..], &body[1_048_576..1_048_592]);
+    assert_eq!(origin.count("/video.bin"), 1);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_streamed_miss_reaches_the_viewer_as_it_arrives_and_is_stored_whole() {
+    let origin = Origin::start().await;
+    let body = bytes::Bytes::from(patterned(64 * 1024));
+    let served = body.clone();
+    origin.route("/stream", move |_, _| {
+        Reply::ok(served.clone())
+            .cache_control("max-age=60")
+            .streamed(4, Duration::from_millis(300))
+    });
+    let node = start_node(&origin, CACHE_EVERYTHING).await;
+
+    let miss = node.get("/stream", &[]).await;
+    assert!(miss.body == body, "{miss:?}");
+    assert!(
+        miss.headers_after < Duration::from_millis(250),
+        "the node waited for the whole body ({:?}) before answering",
+        miss.headers_after
+    );
+    assert!(miss.elapsed >= Duration::from_millis(850), "{miss:?}");
+
+    let hit = node.get("/stream", &[]).await;
+    assert!(
+        hit.cache_status().has("hit"),
+        "a chunked response is stored too: {hit:?}"
+    );
+    assert!(hit.body == body, "{hit:?}");
+    assert_eq!(
+        hit.header("content-length").as_deref(),
+        Some(body.len().to_string().as_str()),
+        "a hit knows its length: {hit:?}"
+    );
+    assert_eq!(origin.count("/stream"), 1);
     node.shutdown().await;
 }

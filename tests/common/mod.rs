@@ -10,7 +10,9 @@
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -84,6 +86,8 @@ pub struct Reply {
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
     pub delay: Duration,
+    /// Sent as this many chunks with this pause between them, without Content-Length.
+    pub streamed: Option<(usize, Duration)>,
 }
 
 impl Reply {
@@ -98,6 +102,7 @@ impl Reply {
             headers: Vec::new(),
             body: body.into(),
             delay: Duration::ZERO,
+            streamed: None,
         }
     }
 
@@ -114,6 +119,12 @@ impl Reply {
     /// Waits this long before answering (headers and body together).
     pub fn delay(mut self, delay: Duration) -> Reply {
         self.delay = delay;
+        self
+    }
+
+    /// Sends the body in `chunks` pieces, `gap` apart, with chunked framing.
+    pub fn streamed(mut self, chunks: usize, gap: Duration) -> Reply {
+        self.streamed = Some((chunks.max(1), gap));
         self
     }
 
@@ -254,7 +265,7 @@ async fn serve_origin(listener: TcpListener, state: Arc<OriginState>) {
 async fn origin_answer(
     state: Arc<OriginState>,
     req: Request<Incoming>,
-) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
+) -> Result<hyper::Response<OriginBody>, std::convert::Infallible> {
     let (parts, body) = req.into_parts();
     let _ = body.collect().await;
     let seen = Seen {
@@ -295,14 +306,33 @@ async fn origin_answer(
         }
         resp = resp.header(name.as_str(), value.as_str());
     }
-    let body = if not_modified {
-        Bytes::new()
-    } else {
-        reply.body.clone()
+    let body = match reply.streamed {
+        _ if not_modified => Full::new(Bytes::new()).boxed(),
+        None => Full::new(reply.body.clone()).boxed(),
+        Some((chunks, gap)) => streamed_body(reply.body.clone(), chunks, gap),
     };
-    Ok(resp
-        .body(Full::new(body))
-        .expect("scripted reply is a valid response"))
+    Ok(resp.body(body).expect("scripted reply is a valid response"))
+}
+
+type OriginBody = BoxBody<Bytes, std::convert::Infallible>;
+
+fn streamed_body(body: Bytes, chunks: usize, gap: Duration) -> OriginBody {
+    let size = body.len().div_ceil(chunks).max(1);
+    let pieces: Vec<Bytes> = (0..body.len())
+        .step_by(size)
+        .map(|at| body.slice(at..(at + size).min(body.len())))
+        .collect();
+    let frames = futures_util::stream::unfold((pieces, 0), move |(pieces, i)| async move {
+        if i >= pieces.len() {
+            return None;
+        }
+        if i > 0 {
+            tokio::time::sleep(gap).await;
+        }
+        let frame = Ok(Frame::data(pieces[i].clone()));
+        Some((frame, (pieces, i + 1)))
+    });
+    StreamBody::new(frames).boxed()
 }
 
 fn not_modified(seen: &Seen, reply: &Reply) -> bool {
@@ -357,7 +387,7 @@ pub async fn start_node_on(id: &str, listen: &str, upstream: &str, toml: &str) -
     let dir = tempfile::tempdir().expect("temporary store directory");
     let text = format!(
         "[node]\nid = \"{id}\"\nlisten = \"{listen}\"\nadmin_listen = \"127.0.0.1:0\"\n\n\
-         [store]\npath = \"{}\"\nsize = \"64MiB\"\nmemory = \"64MiB\"\n\n{}",
+         [store]\npath = \"{}\"\nsize = \"1GiB\"\nmemory = \"256MiB\"\n\n{}",
         dir.path().display(),
         toml.replace("{origin}", upstream)
     );
@@ -445,11 +475,12 @@ async fn send(
     let started = Instant::now();
     let exchange = async {
         let resp = client.request(req).await?;
+        let headers_after = started.elapsed();
         let (parts, body) = resp.into_parts();
         let body = body.collect().await?.to_bytes();
-        Ok::<_, anyhow::Error>((parts, body))
+        Ok::<_, anyhow::Error>((parts, body, headers_after))
     };
-    let (parts, body) = tokio::time::timeout(TIMEOUT, exchange)
+    let (parts, body, headers_after) = tokio::time::timeout(TIMEOUT, exchange)
         .await
         .unwrap_or_else(|_| panic!("{method} {path}: no response within {TIMEOUT:?}"))
         .unwrap_or_else(|e| panic!("{method} {path}: {e:#}"));
@@ -457,6 +488,7 @@ async fn send(
         status: parts.status,
         headers: parts.headers,
         body,
+        headers_after,
         elapsed: started.elapsed(),
     }
 }
@@ -466,6 +498,8 @@ pub struct Response {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// From sending the request to the response head.
+    pub headers_after: Duration,
     /// From sending the request to the end of the body.
     pub elapsed: Duration,
 }
