@@ -150,7 +150,7 @@ async fn serve_viewers(
                     let proxy = proxy.clone();
                     async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, viewer).await) }
                 });
-                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                let conn = builder.serve_connection(TokioIo::new(crate::conn::ExplainErrors::new(stream)), svc).into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {

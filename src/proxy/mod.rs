@@ -144,6 +144,18 @@ impl Proxy {
                 Outcome::Error,
             );
         }
+        if header_bytes(&parts.headers) > defaults::MAX_HEADER_BYTES {
+            let msg = "the request's header section is larger than 64 KiB";
+            return (
+                self.error(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    msg,
+                    CacheStatus::default(),
+                    None,
+                ),
+                Outcome::Error,
+            );
+        }
         if parts.method == Method::CONNECT || !parts.uri.path().starts_with('/') {
             return (
                 self.error(
@@ -849,6 +861,11 @@ impl Proxy {
             .insert(http::header::VIA, self.via.clone());
         resp
     }
+}
+
+/// The size of a header section as it was sent (name, ": ", value, CRLF per field).
+fn header_bytes(h: &HeaderMap) -> usize {
+    h.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum()
 }
 
 /// Negative seconds of staleness, for Cache-Status `ttl` on stale responses.
