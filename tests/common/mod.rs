@@ -48,6 +48,7 @@ pub struct Seen {
     /// Path and query, as sent.
     pub uri: String,
     pub headers: HeaderMap,
+    pub body: Bytes,
 }
 
 impl Seen {
@@ -267,7 +268,11 @@ async fn origin_answer(
     req: Request<Incoming>,
 ) -> Result<hyper::Response<OriginBody>, std::convert::Infallible> {
     let (parts, body) = req.into_parts();
-    let _ = body.collect().await;
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let seen = Seen {
         method: parts.method.clone(),
         path: parts.uri.path().to_string(),
@@ -277,6 +282,7 @@ async fn origin_answer(
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| "/".into()),
         headers: parts.headers.clone(),
+        body,
     };
     let n = {
         let mut counts = state.counts.lock();
@@ -384,12 +390,25 @@ pub async fn start_node_as(id: &str, upstream: &str, toml: &str) -> TestNode {
 
 /// Like [`start_node_as`], listening on a given address.
 pub async fn start_node_on(id: &str, listen: &str, upstream: &str, toml: &str) -> TestNode {
+    launch(id, listen, &toml.replace("{origin}", upstream)).await
+}
+
+/// Like [`start_node`] with several origins: each `{name}` in the text is replaced by the
+/// URL of the origin given for it.
+pub async fn start_node_with(origins: &[(&str, &Origin)], toml: &str) -> TestNode {
+    let mut text = toml.to_string();
+    for (name, origin) in origins {
+        text = text.replace(&format!("{{{name}}}"), &origin.url());
+    }
+    launch(NODE_ID, "127.0.0.1:0", &text).await
+}
+
+async fn launch(id: &str, listen: &str, toml: &str) -> TestNode {
     let dir = tempfile::tempdir().expect("temporary store directory");
     let text = format!(
         "[node]\nid = \"{id}\"\nlisten = \"{listen}\"\nadmin_listen = \"127.0.0.1:0\"\n\n\
-         [store]\npath = \"{}\"\nsize = \"1GiB\"\nmemory = \"256MiB\"\n\n{}",
+         [store]\npath = \"{}\"\nsize = \"1GiB\"\nmemory = \"256MiB\"\n\n{toml}",
         dir.path().display(),
-        toml.replace("{origin}", upstream)
     );
     let config = strata::config::Resolved::from_toml(&text, "test.toml")
         .unwrap_or_else(|e| panic!("test config does not resolve: {e}\n{text}"));
