@@ -349,3 +349,88 @@ async fn a_slow_streamed_miss_reaches_the_viewer_as_it_arrives_and_is_stored_who
     assert_eq!(origin.count("/stream"), 1);
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_found_with_explicit_freshness_is_cached() {
+    let origin = Origin::start().await;
+    origin.route("/gone", |_, n| {
+        Reply::status(404, format!("not here #{n}")).cache_control("max-age=60")
+    });
+    let node = start_node(&origin, CACHE_EVERYTHING).await;
+
+    assert_eq!(node.get("/gone", &[]).await.status, 404);
+    let again = node.get("/gone", &[]).await;
+    assert_eq!(again.status, 404, "{again:?}");
+    assert_eq!(again.text(), "not here #1");
+    assert!(again.cache_status().has("hit"), "{again:?}");
+    assert_eq!(origin.count("/gone"), 1);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_error_without_freshness_is_not_cached() {
+    let origin = Origin::start().await;
+    origin.route("/flaky", |_, n| Reply::status(500, format!("broken #{n}")));
+    let node = start_node(&origin, CACHE_EVERYTHING).await;
+
+    assert_eq!(node.get("/flaky", &[]).await.text(), "broken #1");
+    let again = node.get("/flaky", &[]).await;
+    assert_eq!(again.status, 500);
+    assert_eq!(
+        again.text(),
+        "broken #2",
+        "a 500 is not served from cache: {again:?}"
+    );
+    assert_eq!(origin.count("/flaky"), 2);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_request_invalidates_the_location_it_names() {
+    let origin = Origin::start().await;
+    origin.route("/items/5", |_, n| {
+        Reply::ok(format!("item 5 v{n}")).cache_control("max-age=600")
+    });
+    origin.route("/items", |_, _| {
+        Reply::status(201, "created").header("location", "/items/5")
+    });
+    let node = start_node(&origin, CACHE_EVERYTHING).await;
+
+    assert_eq!(node.get("/items/5", &[]).await.text(), "item 5 v1");
+    assert!(node.get("/items/5", &[]).await.cache_status().has("hit"));
+    let created = node.request("POST", "/items", &[], "{}").await;
+    assert_eq!(created.status, 201, "{created:?}");
+
+    let after = node.get("/items/5", &[]).await;
+    assert_eq!(
+        after.text(),
+        "item 5 v2",
+        "Location is invalidated (RFC 9111 §4.4): {after:?}"
+    );
+    assert_eq!(origin.count("/items/5"), 2);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_unsafe_request_does_not_invalidate() {
+    let origin = Origin::start().await;
+    origin.route("/doc", |req, n| {
+        if req.method == "DELETE" {
+            Reply::status(500, "could not delete")
+        } else {
+            Reply::ok(format!("doc v{n}")).cache_control("max-age=600")
+        }
+    });
+    let node = start_node(&origin, CACHE_EVERYTHING).await;
+
+    assert_eq!(node.get("/doc", &[]).await.text(), "doc v1");
+    assert_eq!(node.request("DELETE", "/doc", &[], "").await.status, 500);
+    let after = node.get("/doc", &[]).await;
+    assert_eq!(
+        after.text(),
+        "doc v1",
+        "an error response invalidates nothing: {after:?}"
+    );
+    assert!(after.cache_status().has("hit"), "{after:?}");
+    node.shutdown().await;
+}
