@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use std::time::Duration;
 
 /// One origin, everything cached by the origin's headers (one day when it says nothing),
 /// keyed on the path only.
@@ -198,7 +199,8 @@ async fn post_to_a_cached_url_invalidates_it() {
     let node = start_node(&origin, CACHE_EVERYTHING).await;
 
     assert_eq!(node.get("/item", &[]).await.text(), "item v1");
-    assert!(node.get("/item", &[]).await.cache_status().has("hit"));
+    let hit = node.get("/item", &[]).await;
+    assert!(hit.cache_status().has("hit"), "{hit:?}");
 
     let post = node.request("POST", "/item", &[], "name=new").await;
     assert_eq!(post.status, 200, "{post:?}");
@@ -266,5 +268,169 @@ response_headers = { set = { "X-Frame-Options" = "DENY", "Strict-Transport-Secur
         assert_eq!(r.text(), "styled");
     }
     assert_eq!(origin.count("/styled"), 1);
+    node.shutdown().await;
+}
+
+/// Bytes that differ at every offset, so a misplaced chunk shows.
+fn patterned(len: usize) -> Vec<u8> {
+    (0..len as u64)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_body_arrives_intact_on_miss_and_hit() {
+    let origin = Origin::start().await;
+    let body = bytes::Bytes::from(patterned(3 * 1024 * 1024 + 17));
+    let served = body.clone();
+    origin.route("/video.bin", move |_, _| {
+        Reply::ok(served.clone())
+            .cache_control("max-age=60")
+            .header("content-type", "application/octet-stream")
+    });
+    let node = start_node(&origin, CACHE_EVERYTHING).await;
+
+    let miss = node.get("/video.bin", &[]).await;
+    assert_eq!(miss.status, 200);
+    assert!(
+        miss.body == body,
+        "miss: {} bytes, corrupted or short",
+        miss.body.len()
+    );
+    let hit = node.get("/video.bin", &[]).await;
+    assert!(hit.cache_status().has("hit"), "{hit:?}");
+    assert!(
+        hit.body == body,
+        "hit: {} bytes, corrupted or short",
+        hit.body.len()
+    );
+
+    let mid = node
+        .get("/video.bin", &[("range", "bytes=1048576-1048591")])
+        .await;
+    assert_eq!(mid.status, 206, "{mid:?}");
+    assert_eq!(&mid.body[..], &body[1_048_576..1_048_592]);
+    assert_eq!(origin.count("/video.bin"), 1);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_streamed_miss_reaches_the_viewer_as_it_arrives_and_is_stored_whole() {
+    let origin = Origin::start().await;
+    let body = bytes::Bytes::from(patterned(64 * 1024));
+    let served = body.clone();
+    origin.route("/stream", move |_, _| {
+        Reply::ok(served.clone())
+            .cache_control("max-age=60")
+            .streamed(4, Duration::from_millis(300))
+    });
+    let node = start_node(&origin, CACHE_EVERYTHING).await;
+
+    let miss = node.get("/stream", &[]).await;
+    assert!(miss.body == body, "{miss:?}");
+    assert!(
+        miss.headers_after < Duration::from_millis(250),
+        "the node waited for the whole body ({:?}) before answering",
+        miss.headers_after
+    );
+    assert!(miss.elapsed >= Duration::from_millis(850), "{miss:?}");
+
+    let hit = node.get("/stream", &[]).await;
+    assert!(
+        hit.cache_status().has("hit"),
+        "a chunked response is stored too: {hit:?}"
+    );
+    assert!(hit.body == body, "{hit:?}");
+    assert_eq!(
+        hit.header("content-length").as_deref(),
+        Some(body.len().to_string().as_str()),
+        "a hit knows its length: {hit:?}"
+    );
+    assert_eq!(origin.count("/stream"), 1);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_found_with_explicit_freshness_is_cached() {
+    let origin = Origin::start().await;
+    origin.route("/gone", |_, n| {
+        Reply::status(404, format!("not here #{n}")).cache_control("max-age=60")
+    });
+    let node = start_node(&origin, CACHE_EVERYTHING).await;
+
+    assert_eq!(node.get("/gone", &[]).await.status, 404);
+    let again = node.get("/gone", &[]).await;
+    assert_eq!(again.status, 404, "{again:?}");
+    assert_eq!(again.text(), "not here #1");
+    assert!(again.cache_status().has("hit"), "{again:?}");
+    assert_eq!(origin.count("/gone"), 1);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_error_without_freshness_is_not_cached() {
+    let origin = Origin::start().await;
+    origin.route("/flaky", |_, n| Reply::status(500, format!("broken #{n}")));
+    let node = start_node(&origin, CACHE_EVERYTHING).await;
+
+    assert_eq!(node.get("/flaky", &[]).await.text(), "broken #1");
+    let again = node.get("/flaky", &[]).await;
+    assert_eq!(again.status, 500);
+    assert_eq!(
+        again.text(),
+        "broken #2",
+        "a 500 is not served from cache: {again:?}"
+    );
+    assert_eq!(origin.count("/flaky"), 2);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_request_invalidates_the_location_it_names() {
+    let origin = Origin::start().await;
+    origin.route("/items/5", |_, n| {
+        Reply::ok(format!("item 5 v{n}")).cache_control("max-age=600")
+    });
+    origin.route("/items", |_, _| {
+        Reply::status(201, "created").header("location", "/items/5")
+    });
+    let node = start_node(&origin, CACHE_EVERYTHING).await;
+
+    assert_eq!(node.get("/items/5", &[]).await.text(), "item 5 v1");
+    assert!(node.get("/items/5", &[]).await.cache_status().has("hit"));
+    let created = node.request("POST", "/items", &[], "{}").await;
+    assert_eq!(created.status, 201, "{created:?}");
+
+    let after = node.get("/items/5", &[]).await;
+    assert_eq!(
+        after.text(),
+        "item 5 v2",
+        "Location is invalidated (RFC 9111 §4.4): {after:?}"
+    );
+    assert_eq!(origin.count("/items/5"), 2);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_unsafe_request_does_not_invalidate() {
+    let origin = Origin::start().await;
+    origin.route("/doc", |req, n| {
+        if req.method == "DELETE" {
+            Reply::status(500, "could not delete")
+        } else {
+            Reply::ok(format!("doc v{n}")).cache_control("max-age=600")
+        }
+    });
+    let node = start_node(&origin, CACHE_EVERYTHING).await;
+
+    assert_eq!(node.get("/doc", &[]).await.text(), "doc v1");
+    assert_eq!(node.request("DELETE", "/doc", &[], "").await.status, 500);
+    let after = node.get("/doc", &[]).await;
+    assert_eq!(
+        after.text(),
+        "doc v1",
+        "an error response invalidates nothing: {after:?}"
+    );
+    assert!(after.cache_status().has("hit"), "{after:?}");
     node.shutdown().await;
 }

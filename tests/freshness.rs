@@ -129,3 +129,24 @@ async fn no_store_is_not_stored() {
     assert_eq!(origin.count("/secret"), 2);
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn age_grows_and_ttl_shrinks_while_an_object_sits_in_the_cache() {
+    let origin = Origin::start().await;
+    origin.route("/clock", |_, _| Reply::ok("x").cache_control("max-age=600"));
+    let node = start_node(&origin, BOUNDED).await;
+    node.get("/clock", &[]).await;
+    let early = node.get("/clock", &[]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let later = node.get("/clock", &[]).await;
+
+    let (a0, a1) = (early.age().unwrap_or(0), later.age().unwrap_or(0));
+    assert!(a1 >= a0 + 2, "Age went from {a0} to {a1} over 2.1 s");
+    let (t0, t1) = (
+        early.cache_status().ttl().unwrap_or(0),
+        later.cache_status().ttl().unwrap_or(0),
+    );
+    assert!(t1 <= t0 - 2, "ttl went from {t0} to {t1} over 2.1 s");
+    assert_eq!(origin.count("/clock"), 1);
+    node.shutdown().await;
+}

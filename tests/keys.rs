@@ -197,3 +197,50 @@ cache_policy = "Home"
     assert_eq!(origin.count("/home"), 3, "{:?}", origin.seen());
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_encoding_is_normalised_into_the_key() {
+    let origin = Origin::start().await;
+    origin.route("/app.js", |req, n| {
+        Reply::ok(format!(
+            "js #{n} for accept-encoding={}",
+            req.header("accept-encoding").unwrap_or_default()
+        ))
+        .cache_control("max-age=60")
+    });
+    // CachingOptimized normalises gzip and br.
+    let node = start_node(
+        &origin,
+        r#"
+[[origins]]
+id = "origin"
+url = "{origin}"
+
+[default_behavior]
+origin = "origin"
+cache_policy = "CachingOptimized"
+"#,
+    )
+    .await;
+
+    let first = node
+        .get("/app.js", &[("accept-encoding", "gzip, deflate, br")])
+        .await;
+    assert!(first.text().starts_with("js #1"), "{first:?}");
+    let reordered = node
+        .get("/app.js", &[("accept-encoding", "br;q=1.0, gzip;q=0.8")])
+        .await;
+    assert!(
+        reordered.text().starts_with("js #1"),
+        "same encodings, same entry: {reordered:?}"
+    );
+    assert!(reordered.cache_status().has("hit"), "{reordered:?}");
+
+    let identity = node.get("/app.js", &[]).await;
+    assert!(
+        identity.text().starts_with("js #2"),
+        "a viewer without Accept-Encoding must not get an entry filled for gzip/br viewers: {identity:?}"
+    );
+    assert_eq!(origin.count("/app.js"), 2, "{:?}", origin.seen());
+    node.shutdown().await;
+}

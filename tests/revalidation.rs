@@ -328,3 +328,81 @@ async fn unsatisfiable_range_is_416_from_cache() {
     assert_eq!(origin.count("/file.txt"), 1);
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_cache_response_is_stored_but_revalidated_on_every_request() {
+    let origin = Origin::start().await;
+    origin.route("/balance", |_, _| {
+        Reply::ok("balance page")
+            .cache_control("no-cache")
+            .header("etag", "\"b1\"")
+    });
+    let node = start_node(&origin, SHORT_TTLS).await;
+
+    assert_eq!(node.get("/balance", &[]).await.text(), "balance page");
+    for _ in 0..2 {
+        let r = node.get("/balance", &[]).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.text(), "balance page");
+        assert_eq!(
+            r.x_cache().as_deref(),
+            Some("RefreshHit from strata"),
+            "{r:?}"
+        );
+        assert_eq!(r.cache_status().get("fwd-status"), Some("304"), "{r:?}");
+    }
+    let seen = origin.seen_for("/balance");
+    assert_eq!(seen.len(), 3, "every use is validated: {seen:?}");
+    for s in &seen[1..] {
+        assert_eq!(
+            s.header("if-none-match").as_deref(),
+            Some("\"b1\""),
+            "{s:?}"
+        );
+    }
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_request_on_a_miss_gets_the_right_bytes() {
+    let origin = Origin::start().await;
+    origin.route("/file.txt", |_, _| {
+        Reply::ok("0123456789abcdefghij")
+            .cache_control("max-age=600")
+            .header("etag", "\"abc\"")
+    });
+    let node = start_node(&origin, SHORT_TTLS).await;
+
+    let r = node.get("/file.txt", &[("range", "bytes=5-9")]).await;
+    assert_eq!(r.status, 206, "{r:?}");
+    assert_eq!(r.text(), "56789");
+    assert_eq!(
+        r.header("content-range").as_deref(),
+        Some("bytes 5-9/20"),
+        "{r:?}"
+    );
+    assert_eq!(origin.count("/file.txt"), 1);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_request_on_a_miss_gets_304_when_the_tag_matches() {
+    let origin = Origin::start().await;
+    origin.route("/file.txt", |_, _| {
+        Reply::ok("0123456789abcdefghij")
+            .cache_control("max-age=600")
+            .header("etag", "\"abc\"")
+    });
+    let node = start_node(&origin, SHORT_TTLS).await;
+
+    let r = node.get("/file.txt", &[("if-none-match", "\"abc\"")]).await;
+    assert_eq!(r.status, 304, "{r:?}");
+    assert!(r.body.is_empty(), "{r:?}");
+    assert_eq!(origin.count("/file.txt"), 1);
+
+    // The viewer's validator must not leave the cache without the body.
+    let full = node.get("/file.txt", &[]).await;
+    assert_eq!(full.status, 200, "{full:?}");
+    assert_eq!(full.text(), "0123456789abcdefghij", "{full:?}");
+    node.shutdown().await;
+}

@@ -10,7 +10,9 @@
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -46,6 +48,7 @@ pub struct Seen {
     /// Path and query, as sent.
     pub uri: String,
     pub headers: HeaderMap,
+    pub body: Bytes,
 }
 
 impl Seen {
@@ -84,6 +87,8 @@ pub struct Reply {
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
     pub delay: Duration,
+    /// Sent as this many chunks with this pause between them, without Content-Length.
+    pub streamed: Option<(usize, Duration)>,
 }
 
 impl Reply {
@@ -98,6 +103,7 @@ impl Reply {
             headers: Vec::new(),
             body: body.into(),
             delay: Duration::ZERO,
+            streamed: None,
         }
     }
 
@@ -114,6 +120,12 @@ impl Reply {
     /// Waits this long before answering (headers and body together).
     pub fn delay(mut self, delay: Duration) -> Reply {
         self.delay = delay;
+        self
+    }
+
+    /// Sends the body in `chunks` pieces, `gap` apart, with chunked framing.
+    pub fn streamed(mut self, chunks: usize, gap: Duration) -> Reply {
+        self.streamed = Some((chunks.max(1), gap));
         self
     }
 
@@ -254,9 +266,13 @@ async fn serve_origin(listener: TcpListener, state: Arc<OriginState>) {
 async fn origin_answer(
     state: Arc<OriginState>,
     req: Request<Incoming>,
-) -> Result<hyper::Response<Full<Bytes>>, std::convert::Infallible> {
+) -> Result<hyper::Response<OriginBody>, std::convert::Infallible> {
     let (parts, body) = req.into_parts();
-    let _ = body.collect().await;
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let seen = Seen {
         method: parts.method.clone(),
         path: parts.uri.path().to_string(),
@@ -266,6 +282,7 @@ async fn origin_answer(
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| "/".into()),
         headers: parts.headers.clone(),
+        body,
     };
     let n = {
         let mut counts = state.counts.lock();
@@ -295,14 +312,33 @@ async fn origin_answer(
         }
         resp = resp.header(name.as_str(), value.as_str());
     }
-    let body = if not_modified {
-        Bytes::new()
-    } else {
-        reply.body.clone()
+    let body = match reply.streamed {
+        _ if not_modified => Full::new(Bytes::new()).boxed(),
+        None => Full::new(reply.body.clone()).boxed(),
+        Some((chunks, gap)) => streamed_body(reply.body.clone(), chunks, gap),
     };
-    Ok(resp
-        .body(Full::new(body))
-        .expect("scripted reply is a valid response"))
+    Ok(resp.body(body).expect("scripted reply is a valid response"))
+}
+
+type OriginBody = BoxBody<Bytes, std::convert::Infallible>;
+
+fn streamed_body(body: Bytes, chunks: usize, gap: Duration) -> OriginBody {
+    let size = body.len().div_ceil(chunks).max(1);
+    let pieces: Vec<Bytes> = (0..body.len())
+        .step_by(size)
+        .map(|at| body.slice(at..(at + size).min(body.len())))
+        .collect();
+    let frames = futures_util::stream::unfold((pieces, 0), move |(pieces, i)| async move {
+        if i >= pieces.len() {
+            return None;
+        }
+        if i > 0 {
+            tokio::time::sleep(gap).await;
+        }
+        let frame = Ok(Frame::data(pieces[i].clone()));
+        Some((frame, (pieces, i + 1)))
+    });
+    StreamBody::new(frames).boxed()
 }
 
 fn not_modified(seen: &Seen, reply: &Reply) -> bool {
@@ -343,12 +379,36 @@ pub struct TestNode {
 /// sections are written here (id `test-node`, free ports, a temporary store); `{origin}` in
 /// the text is replaced by the origin's URL.
 pub async fn start_node(origin: &Origin, toml: &str) -> TestNode {
+    start_node_as(NODE_ID, &origin.url(), toml).await
+}
+
+/// Like [`start_node`], with another node id and any upstream URL (e.g. another node's, to
+/// chain tiers).
+pub async fn start_node_as(id: &str, upstream: &str, toml: &str) -> TestNode {
+    start_node_on(id, "127.0.0.1:0", upstream, toml).await
+}
+
+/// Like [`start_node_as`], listening on a given address.
+pub async fn start_node_on(id: &str, listen: &str, upstream: &str, toml: &str) -> TestNode {
+    launch(id, listen, &toml.replace("{origin}", upstream)).await
+}
+
+/// Like [`start_node`] with several origins: each `{name}` in the text is replaced by the
+/// URL of the origin given for it.
+pub async fn start_node_with(origins: &[(&str, &Origin)], toml: &str) -> TestNode {
+    let mut text = toml.to_string();
+    for (name, origin) in origins {
+        text = text.replace(&format!("{{{name}}}"), &origin.url());
+    }
+    launch(NODE_ID, "127.0.0.1:0", &text).await
+}
+
+async fn launch(id: &str, listen: &str, toml: &str) -> TestNode {
     let dir = tempfile::tempdir().expect("temporary store directory");
     let text = format!(
-        "[node]\nid = \"{NODE_ID}\"\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n\
-         [store]\npath = \"{}\"\nsize = \"64MiB\"\nmemory = \"64MiB\"\n\n{}",
+        "[node]\nid = \"{id}\"\nlisten = \"{listen}\"\nadmin_listen = \"127.0.0.1:0\"\n\n\
+         [store]\npath = \"{}\"\nsize = \"1GiB\"\nmemory = \"256MiB\"\n\n{toml}",
         dir.path().display(),
-        toml.replace("{origin}", &origin.url())
     );
     let config = strata::config::Resolved::from_toml(&text, "test.toml")
         .unwrap_or_else(|e| panic!("test config does not resolve: {e}\n{text}"));
@@ -380,6 +440,16 @@ impl TestNode {
         body: &str,
     ) -> Response {
         send(&self.client, self.addr, method, path, headers, body).await
+    }
+
+    /// GET on the admin listener.
+    pub async fn admin_get(&self, path: &str) -> Response {
+        send(&self.client, self.admin_addr, "GET", path, &[], "").await
+    }
+
+    /// The node's URL, to use as another node's origin.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// GET over HTTP/2 without TLS (prior knowledge h2c).
@@ -424,11 +494,12 @@ async fn send(
     let started = Instant::now();
     let exchange = async {
         let resp = client.request(req).await?;
+        let headers_after = started.elapsed();
         let (parts, body) = resp.into_parts();
         let body = body.collect().await?.to_bytes();
-        Ok::<_, anyhow::Error>((parts, body))
+        Ok::<_, anyhow::Error>((parts, body, headers_after))
     };
-    let (parts, body) = tokio::time::timeout(TIMEOUT, exchange)
+    let (parts, body, headers_after) = tokio::time::timeout(TIMEOUT, exchange)
         .await
         .unwrap_or_else(|_| panic!("{method} {path}: no response within {TIMEOUT:?}"))
         .unwrap_or_else(|e| panic!("{method} {path}: {e:#}"));
@@ -436,6 +507,7 @@ async fn send(
         status: parts.status,
         headers: parts.headers,
         body,
+        headers_after,
         elapsed: started.elapsed(),
     }
 }
@@ -445,6 +517,8 @@ pub struct Response {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// From sending the request to the response head.
+    pub headers_after: Duration,
     /// From sending the request to the end of the body.
     pub elapsed: Duration,
 }
@@ -465,11 +539,16 @@ impl Response {
 
     /// This node's member of `Cache-Status`; fails the test when there is none.
     pub fn cache_status(&self) -> CacheStatus {
+        self.cache_status_of(NODE_ID)
+    }
+
+    /// The `Cache-Status` member of the node called `node`.
+    pub fn cache_status_of(&self, node: &str) -> CacheStatus {
         let raw = self
             .header("cache-status")
             .unwrap_or_else(|| panic!("no Cache-Status header: {self:?}"));
-        CacheStatus::parse(&raw, NODE_ID)
-            .unwrap_or_else(|| panic!("Cache-Status `{raw}` has no member for {NODE_ID}"))
+        CacheStatus::parse(&raw, node)
+            .unwrap_or_else(|| panic!("Cache-Status `{raw}` has no member for {node}"))
     }
 
     pub fn age(&self) -> Option<u64> {
@@ -665,6 +744,14 @@ fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
 // ---------------------------------------------------------------------------------------------
 // Small things
 // ---------------------------------------------------------------------------------------------
+
+/// A loopback address with a port that was free a moment ago, for a config that must name
+/// its own address before the node starts.
+pub fn free_local_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+}
 
 /// An HTTP date `secs` seconds from now (negative: in the past).
 pub fn http_date(secs: i64) -> String {
