@@ -53,23 +53,20 @@ impl Node {
         let (stop, stop_rx) = watch::channel(false);
         let drain = node.drain_timeout.get();
 
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(serve_viewers(
-            listener,
-            proxy.clone(),
-            stop_rx.clone(),
-            drain,
-        )));
-        tasks.push(tokio::spawn(admin::serve(
-            admin,
-            proxy.clone(),
-            stop_rx.clone(),
-        )));
-        tasks.push(tokio::spawn(checkpoints(
-            proxy.clone(),
-            config.file.store.checkpoint_interval.get(),
-            stop_rx,
-        )));
+        let tasks = vec![
+            tokio::spawn(serve_viewers(
+                listener,
+                proxy.clone(),
+                stop_rx.clone(),
+                drain,
+            )),
+            tokio::spawn(admin::serve(admin, proxy.clone(), stop_rx.clone())),
+            tokio::spawn(checkpoints(
+                proxy.clone(),
+                config.file.store.checkpoint_interval.get(),
+                stop_rx,
+            )),
+        ];
         tracing::info!(node = %proxy.node_id, %addr, %admin_addr, "serving");
         Ok(Node {
             addr,

@@ -559,6 +559,7 @@ impl Proxy {
         let mut writer: Option<Box<dyn ObjectWriter>> = None;
         match storable {
             Ok(()) => {
+                freshness::remove_unstorable_fields(&mut meta.headers);
                 if meta.headers.contains_key(VARY) {
                     self.write_vary_marker(primary, &meta);
                 }
