@@ -834,7 +834,10 @@ impl Proxy {
     }
 
     fn redirect_to_https(&self, parts: &Parts) -> Response<ProxyBody> {
-        let host = key::host_of(&parts.uri, &parts.headers);
+        let host = https_authority(
+            &key::host_of(&parts.uri, &parts.headers),
+            self.config().file.node.listen_tls.map(|a| a.port()),
+        );
         let pq = parts
             .uri
             .path_and_query()
@@ -848,6 +851,21 @@ impl Proxy {
         resp.headers_mut()
             .insert(http::header::VIA, self.via.clone());
         resp
+    }
+}
+
+/// The authority of the HTTPS URL a viewer is redirected to: the viewer's host with the
+/// port of this node's TLS listener (none for 443 or when there is no TLS listener).
+fn https_authority(host: &str, tls_port: Option<u16>) -> String {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => {
+            name
+        }
+        _ => host,
+    };
+    match tls_port {
+        Some(p) if p != 443 => format!("{name}:{p}"),
+        _ => name.to_string(),
     }
 }
 
