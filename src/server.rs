@@ -86,6 +86,15 @@ impl Node {
                 stop_rx.clone(),
             )),
         ];
+        if let Some(cfg) = &config.file.cluster {
+            let cluster =
+                crate::cluster::Cluster::new(cfg, addr, &proxy.node_id, proxy.metrics.clone())
+                    .await
+                    .map_err(anyhow::Error::msg)
+                    .context("[cluster]")?;
+            proxy.cluster.store(Some(cluster.clone()));
+            tasks.push(tokio::spawn(cluster.maintain(stop_rx.clone())));
+        }
         if let Some((l, acceptor)) = tls_listener {
             tasks.push(tokio::spawn(serve_viewers(
                 l,

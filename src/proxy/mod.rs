@@ -14,6 +14,7 @@
 pub mod body;
 mod forward;
 pub mod hop;
+mod peer;
 mod respond;
 
 use self::body::ProxyBody;
@@ -67,6 +68,8 @@ pub struct Proxy {
     coalescer: Coalescer,
     pub metrics: Arc<Metrics>,
     coalesce_timeout: Duration,
+    /// The peers of this node's tier, when `[cluster]` is configured.
+    pub cluster: arc_swap::ArcSwapOption<crate::cluster::Cluster>,
 }
 
 /// Who sent a request and how.
@@ -98,6 +101,7 @@ impl Proxy {
             store,
             coalescer: Coalescer::new(defaults::COALESCE_MAX_WAITERS, defaults::HIT_FOR_MISS.get()),
             metrics,
+            cluster: arc_swap::ArcSwapOption::empty(),
         }
     }
 
@@ -461,7 +465,15 @@ impl Proxy {
             _ => Purpose::Fill,
         };
         let request_time = now_ms();
-        let (resp, origin) = match self.send_upstream(ctx, purpose, empty_body()).await {
+        let stored = match &purpose {
+            Purpose::Revalidate(m) => Some(*m),
+            _ => None,
+        };
+        let sent = match self.ask_owner(ctx, primary, stored).await {
+            Some(r) => Ok(r),
+            None => self.send_upstream(ctx, purpose, empty_body()).await,
+        };
+        let (resp, origin) = match sent {
             Ok(r) => r,
             Err(e) => {
                 fill.publish_head(FillHead::Failed {
