@@ -308,3 +308,91 @@ fn rand_u16() -> u16 {
         .unwrap_or(0);
     (t ^ (std::process::id() << 7)) as u16
 }
+
+/// A node running as its own `strata serve` process, so that a test can kill it for real.
+pub struct NodeProcess {
+    pub id: String,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub config: std::path::PathBuf,
+    child: Option<Child>,
+}
+
+impl NodeProcess {
+    /// Writes `toml` next to the node's store and starts `strata serve --config` on it;
+    /// returns when its admin listener answers.
+    pub async fn start(
+        id: &str,
+        listen: SocketAddr,
+        admin: SocketAddr,
+        dir: &std::path::Path,
+        toml: &str,
+    ) -> NodeProcess {
+        let config = dir.join(format!("{id}.toml"));
+        std::fs::write(&config, toml).expect("write the node's config");
+        let mut p = NodeProcess {
+            id: id.to_string(),
+            listen,
+            admin,
+            config,
+            child: None,
+        };
+        p.spawn().await;
+        p
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start strata serve");
+        self.child = Some(child);
+        let c = client();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while try_get(&c, &format!("http://{}/healthz", self.admin), &[])
+            .await
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {} did not start",
+                self.id
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL: no drain, no goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    /// The value of one metric series (labels as rendered), 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let got = get(&client(), &format!("http://{}/metrics", self.admin), &[]).await;
+        got.text()
+            .lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
