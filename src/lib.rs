@@ -5,6 +5,7 @@ pub mod admin;
 pub mod cluster;
 pub mod coalesce;
 pub mod config;
+pub mod conn;
 pub mod demo;
 pub mod metrics;
 pub mod policy;

@@ -239,7 +239,7 @@ async fn serve_viewers(
                 });
                 match &tls {
                     None => {
-                        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                        let conn = builder.serve_connection(TokioIo::new(crate::conn::ExplainErrors::new(stream)), svc).into_owned();
                         let conn = graceful.watch(conn);
                         tokio::spawn(async move {
                             if let Err(e) = conn.await {
@@ -266,7 +266,7 @@ async fn serve_viewers(
                                     return;
                                 }
                             };
-                            let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                            let conn = builder.serve_connection(TokioIo::new(crate::conn::ExplainErrors::new(stream)), svc).into_owned();
                             if let Err(e) = watcher.watch(conn).await {
                                 tracing::debug!(error = %e, %peer, "TLS connection ended with an error");
                             }

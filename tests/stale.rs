@@ -29,13 +29,15 @@ const PAST_MAX_AGE_1: Duration = Duration::from_millis(2100);
 async fn stale_while_revalidate_answers_at_once_and_refreshes_once() {
     let origin = Origin::start().await;
     let slow_refresh = Duration::from_millis(1500);
+    // The refresh answers with a longer max-age: RFC 9111 §4.2.3 adds the response delay
+    // (1.5 s) to the age, so a refreshed `max-age=1` would be stale on arrival.
     origin.route("/feed", move |_, n| {
-        let reply =
-            Reply::ok(format!("feed v{n}")).cache_control("max-age=1, stale-while-revalidate=60");
         if n == 1 {
-            reply
+            Reply::ok(format!("feed v{n}")).cache_control("max-age=1, stale-while-revalidate=60")
         } else {
-            reply.delay(slow_refresh)
+            Reply::ok(format!("feed v{n}"))
+                .cache_control("max-age=60, stale-while-revalidate=60")
+                .delay(slow_refresh)
         }
     });
     let node = start_node(&origin, SHORT_TTLS).await;

@@ -43,6 +43,8 @@ pub mod defaults {
     pub const COALESCE_MAX_WAITERS: usize = 4096;
     /// How long "this key is uncacheable" is remembered (Varnish's hit-for-miss).
     pub const HIT_FOR_MISS: Dur = Dur::secs(120);
+    /// Serve stale to other requests while one refresh is in flight, up to this long.
+    pub const STALE_WHILE_UPDATING: Dur = Dur::secs(10);
     pub const PEER_TIMEOUT: Dur = Dur::millis(1500);
     pub const DNS_REFRESH: Dur = Dur::secs(10);
     pub const CHECKPOINT_INTERVAL: Dur = Dur::secs(5);
@@ -91,6 +93,11 @@ pub struct NodeConfig {
     pub drain_timeout: Dur,
     #[serde(default = "d_coalesce_timeout")]
     pub coalesce_timeout: Dur,
+    /// How long past its freshness a stored response may still be served to other requests
+    /// while one refresh of it is in flight (Varnish's grace, nginx's `use_stale updating`).
+    /// `0s` keeps strictly to RFC 9111 §4.2.4.
+    #[serde(default = "d_stale_while_updating")]
+    pub stale_while_updating: Dur,
 }
 
 impl Default for NodeConfig {
@@ -104,6 +111,7 @@ impl Default for NodeConfig {
             admin_token_env: None,
             drain_timeout: d_drain(),
             coalesce_timeout: d_coalesce_timeout(),
+            stale_while_updating: d_stale_while_updating(),
         }
     }
 }
@@ -338,6 +346,9 @@ fn d_drain() -> Dur {
 }
 fn d_coalesce_timeout() -> Dur {
     defaults::COALESCE_TIMEOUT
+}
+fn d_stale_while_updating() -> Dur {
+    defaults::STALE_WHILE_UPDATING
 }
 fn d_peer_timeout() -> Dur {
     defaults::PEER_TIMEOUT

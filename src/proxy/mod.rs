@@ -68,6 +68,7 @@ pub struct Proxy {
     coalescer: Coalescer,
     pub metrics: Arc<Metrics>,
     coalesce_timeout: Duration,
+    stale_while_updating_ms: u64,
     /// The peers of this node's tier, when `[cluster]` is configured.
     pub cluster: arc_swap::ArcSwapOption<crate::cluster::Cluster>,
 }
@@ -95,6 +96,7 @@ impl Proxy {
             .unwrap_or(HeaderValue::from_static("1.1 strata (strata)"));
         Proxy {
             coalesce_timeout: node.coalesce_timeout.get(),
+            stale_while_updating_ms: node.stale_while_updating.get().as_millis() as u64,
             node_id,
             via,
             runtime: ArcSwap::from_pointee(runtime),
@@ -142,6 +144,18 @@ impl Proxy {
                 self.error(
                     StatusCode::LOOP_DETECTED,
                     &msg,
+                    CacheStatus::default(),
+                    None,
+                ),
+                Outcome::Error,
+            );
+        }
+        if header_bytes(&parts.headers) > defaults::MAX_HEADER_BYTES {
+            let msg = "the request's header section is larger than 64 KiB";
+            return (
+                self.error(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    msg,
                     CacheStatus::default(),
                     None,
                 ),
@@ -262,7 +276,20 @@ impl Proxy {
                         Outcome::Stale,
                     );
                 }
-                Usability::Revalidate => {}
+                Usability::Revalidate => {
+                    if self.may_serve_while_updating(&primary, &obj.meta, &ctx.parts.headers, now) {
+                        let cs = CacheStatus {
+                            hit: true,
+                            ttl: Some(stale_ttl(&obj.meta, now)),
+                            detail: Some("stale-while-updating"),
+                            ..Default::default()
+                        };
+                        return (
+                            self.serve_object(&ctx, obj.clone(), cs, Outcome::Stale, now),
+                            Outcome::Stale,
+                        );
+                    }
+                }
             }
         } else if freshness::only_if_cached(&ctx.parts.headers) {
             return (
@@ -300,6 +327,33 @@ impl Proxy {
             }
         };
         self.follow(ctx, &primary, fill, leader, found).await
+    }
+
+    /// Whether a stale object may be served because a refresh of it is already in flight
+    /// (`node.stale_while_updating`). Never for responses that forbid serving stale
+    /// (must-revalidate, proxy-revalidate, s-maxage, no-cache), nor for requests that ask for
+    /// freshness (no-cache, max-age, min-fresh), nor for soft-purged objects.
+    fn may_serve_while_updating(
+        &self,
+        primary: &str,
+        meta: &ObjectMeta,
+        req: &HeaderMap,
+        now: u64,
+    ) -> bool {
+        if self.stale_while_updating_ms == 0
+            || meta.flags.has(MetaFlags::MUST_REVALIDATE)
+            || meta.flags.has(MetaFlags::NO_CACHE)
+            || meta.flags.has(MetaFlags::FORCED_STALE)
+            || meta.is_fresh(now)
+        {
+            return false;
+        }
+        let staleness = meta.age_at(now).saturating_sub(meta.freshness_lifetime);
+        if staleness > self.stale_while_updating_ms || !self.coalescer.in_flight(primary) {
+            return false;
+        }
+        let d = crate::policy::cache_control::RequestDirectives::parse(req);
+        !(d.no_cache || d.max_age.is_some() || d.min_fresh.is_some())
     }
 
     /// Looks a key up, following a Vary marker to the variant that matches the request.
@@ -879,6 +933,11 @@ fn https_authority(host: &str, tls_port: Option<u16>) -> String {
         Some(p) if p != 443 => format!("{name}:{p}"),
         _ => name.to_string(),
     }
+}
+
+/// The size of a header section as it was sent (name, ": ", value, CRLF per field).
+fn header_bytes(h: &HeaderMap) -> usize {
+    h.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum()
 }
 
 /// Negative seconds of staleness, for Cache-Status `ttl` on stale responses.
