@@ -2,6 +2,7 @@
 //! CDN. See `docs/architecture.md` for the request path and how the modules fit together.
 
 pub mod admin;
+pub mod cluster;
 pub mod coalesce;
 pub mod config;
 pub mod conn;

@@ -1,4 +1,5 @@
-//! A running node: the viewer listener (HTTP/1.1 and h2c on one port), the admin listener,
+//! A running node: the viewer listener (HTTP/1.1 and h2c on one port), the optional viewer
+//! TLS listener (rustls, TLS 1.2 and 1.3, HTTP/2 or HTTP/1.1 by ALPN), the admin listener,
 //! the store, and graceful shutdown (stop accepting, drain in-flight requests within a
 //! deadline, checkpoint the store).
 
@@ -13,15 +14,18 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 /// A started node.
 pub struct Node {
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     admin_addr: SocketAddr,
     pub proxy: Arc<Proxy>,
     stop: watch::Sender<bool>,
@@ -48,14 +52,29 @@ impl Node {
             .with_context(|| {
                 format!("cannot listen on {} (node.admin_listen)", node.admin_listen)
             })?;
+        let tls_listener = match (node.listen_tls, &node.tls) {
+            (Some(at), Some(files)) => {
+                let acceptor = tls_acceptor(&files.cert, &files.key)?;
+                let l = TcpListener::bind(at)
+                    .await
+                    .with_context(|| format!("cannot listen on {at} (node.listen_tls)"))?;
+                Some((l, acceptor))
+            }
+            _ => None,
+        };
         let addr = listener.local_addr()?;
         let admin_addr = admin.local_addr()?;
+        let tls_addr = match &tls_listener {
+            Some((l, _)) => Some(l.local_addr()?),
+            None => None,
+        };
         let (stop, stop_rx) = watch::channel(false);
         let drain = node.drain_timeout.get();
 
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(serve_viewers(
                 listener,
+                None,
                 proxy.clone(),
                 stop_rx.clone(),
                 drain,
@@ -64,12 +83,31 @@ impl Node {
             tokio::spawn(checkpoints(
                 proxy.clone(),
                 config.file.store.checkpoint_interval.get(),
-                stop_rx,
+                stop_rx.clone(),
             )),
         ];
-        tracing::info!(node = %proxy.node_id, %addr, %admin_addr, "serving");
+        if let Some(cfg) = &config.file.cluster {
+            let cluster =
+                crate::cluster::Cluster::new(cfg, addr, &proxy.node_id, proxy.metrics.clone())
+                    .await
+                    .map_err(anyhow::Error::msg)
+                    .context("[cluster]")?;
+            proxy.cluster.store(Some(cluster.clone()));
+            tasks.push(tokio::spawn(cluster.maintain(stop_rx.clone())));
+        }
+        if let Some((l, acceptor)) = tls_listener {
+            tasks.push(tokio::spawn(serve_viewers(
+                l,
+                Some(acceptor),
+                proxy.clone(),
+                stop_rx.clone(),
+                drain,
+            )));
+        }
+        tracing::info!(node = %proxy.node_id, %addr, ?tls_addr, %admin_addr, "serving");
         Ok(Node {
             addr,
+            tls_addr,
             admin_addr,
             proxy,
             stop,
@@ -80,6 +118,11 @@ impl Node {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The viewer TLS listener's address, when `node.listen_tls` is set.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
@@ -124,8 +167,52 @@ pub(crate) fn viewer_builder() -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// The viewer TLS configuration: the certificate chain and private key from PEM files,
+/// TLS 1.2 and 1.3, ALPN `h2` then `http/1.1`.
+pub fn tls_acceptor(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
+    let pem = std::fs::read(cert).with_context(|| {
+        format!(
+            "cannot read the TLS certificate {} (node.tls.cert)",
+            cert.display()
+        )
+    })?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("bad PEM in {} (node.tls.cert)", cert.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!(
+            "{} holds no PEM certificate (node.tls.cert)",
+            cert.display()
+        );
+    }
+    let pem = std::fs::read(key)
+        .with_context(|| format!("cannot read the TLS key {} (node.tls.key)", key.display()))?;
+    let key_der = rustls_pemfile::private_key(&mut pem.as_slice())
+        .with_context(|| format!("bad PEM in {} (node.tls.key)", key.display()))?
+        .with_context(|| format!("{} holds no PEM private key (node.tls.key)", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .context("TLS versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .with_context(|| {
+            format!(
+                "the key {} does not fit the certificate {}",
+                key.display(),
+                cert.display()
+            )
+        })?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// How long a viewer may take to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn serve_viewers(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     proxy: Arc<Proxy>,
     mut stop: watch::Receiver<bool>,
     drain: Duration,
@@ -145,18 +232,47 @@ async fn serve_viewers(
                 };
                 let _ = stream.set_nodelay(true);
                 let proxy = proxy.clone();
-                let viewer = Viewer { addr: peer, tls: false };
+                let viewer = Viewer { addr: peer, tls: tls.is_some() };
                 let svc = service_fn(move |req| {
                     let proxy = proxy.clone();
                     async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, viewer).await) }
                 });
-                let conn = builder.serve_connection(TokioIo::new(crate::conn::ExplainErrors::new(stream)), svc).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                match &tls {
+                    None => {
+                        let conn = builder.serve_connection(TokioIo::new(crate::conn::ExplainErrors::new(stream)), svc).into_owned();
+                        let conn = graceful.watch(conn);
+                        tokio::spawn(async move {
+                            if let Err(e) = conn.await {
+                                tracing::debug!(error = %e, %peer, "connection ended with an error");
+                            }
+                        });
                     }
-                });
+                    Some(acceptor) => {
+                        // The handshake runs in the connection's task so a slow viewer never
+                        // holds up the accept loop; a connection still handshaking at
+                        // shutdown is simply dropped.
+                        let acceptor = acceptor.clone();
+                        let builder = builder.clone();
+                        let watcher = graceful.watcher();
+                        tokio::spawn(async move {
+                            let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                            let conn = builder.serve_connection(TokioIo::new(crate::conn::ExplainErrors::new(stream)), svc).into_owned();
+                            if let Err(e) = watcher.watch(conn).await {
+                                tracing::debug!(error = %e, %peer, "TLS connection ended with an error");
+                            }
+                        });
+                    }
+                }
             }
             _ = stop.changed() => break,
         }

@@ -14,6 +14,7 @@
 pub mod body;
 mod forward;
 pub mod hop;
+mod peer;
 mod respond;
 
 use self::body::ProxyBody;
@@ -68,6 +69,8 @@ pub struct Proxy {
     pub metrics: Arc<Metrics>,
     coalesce_timeout: Duration,
     stale_while_updating_ms: u64,
+    /// The peers of this node's tier, when `[cluster]` is configured.
+    pub cluster: arc_swap::ArcSwapOption<crate::cluster::Cluster>,
 }
 
 /// Who sent a request and how.
@@ -100,6 +103,7 @@ impl Proxy {
             store,
             coalescer: Coalescer::new(defaults::COALESCE_MAX_WAITERS, defaults::HIT_FOR_MISS.get()),
             metrics,
+            cluster: arc_swap::ArcSwapOption::empty(),
         }
     }
 
@@ -515,7 +519,15 @@ impl Proxy {
             _ => Purpose::Fill,
         };
         let request_time = now_ms();
-        let (resp, origin) = match self.send_upstream(ctx, purpose, empty_body()).await {
+        let stored = match &purpose {
+            Purpose::Revalidate(m) => Some(*m),
+            _ => None,
+        };
+        let sent = match self.ask_owner(ctx, primary, stored).await {
+            Some(r) => Ok(r),
+            None => self.send_upstream(ctx, purpose, empty_body()).await,
+        };
+        let (resp, origin) = match sent {
             Ok(r) => r,
             Err(e) => {
                 fill.publish_head(FillHead::Failed {
@@ -888,7 +900,10 @@ impl Proxy {
     }
 
     fn redirect_to_https(&self, parts: &Parts) -> Response<ProxyBody> {
-        let host = key::host_of(&parts.uri, &parts.headers);
+        let host = https_authority(
+            &key::host_of(&parts.uri, &parts.headers),
+            self.config().file.node.listen_tls.map(|a| a.port()),
+        );
         let pq = parts
             .uri
             .path_and_query()
@@ -902,6 +917,21 @@ impl Proxy {
         resp.headers_mut()
             .insert(http::header::VIA, self.via.clone());
         resp
+    }
+}
+
+/// The authority of the HTTPS URL a viewer is redirected to: the viewer's host with the
+/// port of this node's TLS listener (none for 443 or when there is no TLS listener).
+fn https_authority(host: &str, tls_port: Option<u16>) -> String {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => {
+            name
+        }
+        _ => host,
+    };
+    match tls_port {
+        Some(p) if p != 443 => format!("{name}:{p}"),
+        _ => name.to_string(),
     }
 }
 
