@@ -14,13 +14,10 @@ use crate::proxy::body::ProxyBody;
 use crate::proxy::hop::Outcome;
 use crate::proxy::Proxy;
 use crate::upstream::BoxError;
-use http::Response;
-use http_body::Body as _;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::Instant;
 use arc_swap::ArcSwapOption;
+use http::Response;
 use http::{HeaderMap, Method, Version};
+use http_body::Body as _;
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use std::fmt::Write as _;
@@ -28,11 +25,14 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use std::time::Instant;
 
 /// Entries that may wait for the writer; beyond this, entries are dropped.
 pub const QUEUE: usize = 64 * 1024;
@@ -129,7 +129,10 @@ impl Entry {
             tls,
             method: method.clone(),
             version,
-            host: uri.authority().map(|a| a.to_string()).or_else(|| h(http::header::HOST)),
+            host: uri
+                .authority()
+                .map(|a| a.to_string())
+                .or_else(|| h(http::header::HOST)),
             path: uri.path().to_string(),
             query: uri.query().map(str::to_string),
             referer: h(http::header::REFERER),
@@ -378,7 +381,9 @@ impl Writer {
             AccessLogFormat::Cloudfront => {
                 cloudfront_line(&mut self.buf, e, &self.node_id, &request_id, &behaviour)
             }
-            AccessLogFormat::Json => json_line(&mut self.buf, e, &self.node_id, &request_id, &behaviour),
+            AccessLogFormat::Json => {
+                json_line(&mut self.buf, e, &self.node_id, &request_id, &behaviour)
+            }
         }
         self.buf.push('\n');
         if let Err(err) = self.out.write_all(self.buf.as_bytes()) {
@@ -632,10 +637,7 @@ mod tests {
     #[test]
     fn utc_dates() {
         assert_eq!(utc(0), ("1970-01-01".into(), "00:00:00".into()));
-        assert_eq!(
-            utc(1_575_493_351),
-            ("2019-12-04".into(), "21:02:31".into())
-        );
+        assert_eq!(utc(1_575_493_351), ("2019-12-04".into(), "21:02:31".into()));
         assert_eq!(utc(951_782_400), ("2000-02-29".into(), "00:00:00".into()));
     }
 

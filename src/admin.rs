@@ -217,9 +217,7 @@ async fn invalidate(admin: &Arc<Admin>, body: Bytes, relayed: bool) -> Response<
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                &format!(
-                    "bad JSON: {e}; expected {{\"paths\": [\"/index.html\", \"/images/*\"]}}"
-                ),
+                &format!("bad JSON: {e}; expected {{\"paths\": [\"/index.html\", \"/images/*\"]}}"),
             )
         }
     };
@@ -237,7 +235,11 @@ async fn invalidate(admin: &Arc<Admin>, body: Bytes, relayed: bool) -> Response<
         Ok(Err(e)) => tracing::error!("invalidation applied but not persisted: {e:#}"),
         Err(e) => tracing::error!("invalidation persist task failed: {e}"),
     }
-    let peers = if relayed { Vec::new() } else { peers(admin).await };
+    let peers = if relayed {
+        Vec::new()
+    } else {
+        peers(admin).await
+    };
     if peers.is_empty() {
         proxy
             .invalidations
@@ -378,9 +380,7 @@ async fn peers(admin: &Admin) -> Vec<String> {
     let viewer = admin.viewer_addr;
     members.sort();
     members.dedup();
-    members.retain(|m| {
-        *m != me && m.parse::<SocketAddr>().map_or(true, |a| a != viewer)
-    });
+    members.retain(|m| *m != me && m.parse::<SocketAddr>().map_or(true, |a| a != viewer));
     members
 }
 

@@ -343,7 +343,11 @@ impl Invalidations {
             if let Err(e) = self.persist() {
                 tracing::warn!("{e:#}");
             }
-            tracing::info!(removed, dropped_rules = dropped, "invalidation reclaim pass");
+            tracing::info!(
+                removed,
+                dropped_rules = dropped,
+                "invalidation reclaim pass"
+            );
         }
         removed
     }
@@ -398,8 +402,14 @@ mod tests {
 
     #[test]
     fn patterns_follow_cloudfront() {
-        assert_eq!(Pattern::parse("/a.html"), Ok(Pattern::Exact("/a.html".into())));
-        assert_eq!(Pattern::parse("/img/*"), Ok(Pattern::Prefix("/img/".into())));
+        assert_eq!(
+            Pattern::parse("/a.html"),
+            Ok(Pattern::Exact("/a.html".into()))
+        );
+        assert_eq!(
+            Pattern::parse("/img/*"),
+            Ok(Pattern::Prefix("/img/".into()))
+        );
         assert_eq!(Pattern::parse("/*"), Ok(Pattern::Prefix("/".into())));
         assert_eq!(Pattern::parse("*"), Ok(Pattern::Prefix(String::new())));
         assert!(matches!(Pattern::parse("a"), Err(PathError::NoSlash(_))));

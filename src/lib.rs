@@ -5,6 +5,7 @@ pub mod access_log;
 pub mod admin;
 pub mod coalesce;
 pub mod config;
+pub mod conn;
 pub mod demo;
 pub mod invalidation;
 pub mod metrics;

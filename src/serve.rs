@@ -60,7 +60,9 @@ pub fn reload(node: &Node, path: &Path) {
             tracing::info!(file = %path.display(), "configuration reloaded")
         }
         Err(e) => {
-            reloads.get_or_create(&ReloadLabels { result: "error" }).inc();
+            reloads
+                .get_or_create(&ReloadLabels { result: "error" })
+                .inc();
             tracing::error!(file = %path.display(), "reload refused, keeping the running configuration: {e:#}")
         }
     }

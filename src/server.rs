@@ -73,29 +73,33 @@ impl Node {
                 p.metrics
                     .recovery_seconds
                     .set(opened.elapsed().as_secs_f64());
-                admin.ready.store(true, std::sync::atomic::Ordering::Release);
-                tracing::info!(objects = stats.objects, tags, seconds = opened.elapsed().as_secs_f64(), "store ready");
+                admin
+                    .ready
+                    .store(true, std::sync::atomic::Ordering::Release);
+                tracing::info!(
+                    objects = stats.objects,
+                    tags,
+                    seconds = opened.elapsed().as_secs_f64(),
+                    "store ready"
+                );
             });
         }
 
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(serve_viewers(
-            listener,
-            admin_state.clone(),
-            stop_rx.clone(),
-            drain,
-        )));
-        tasks.push(tokio::spawn(admin::serve(
-            admin,
-            admin_state.clone(),
-            stop_rx.clone(),
-        )));
-        tasks.push(tokio::spawn(reclaim(proxy.clone(), stop_rx.clone())));
-        tasks.push(tokio::spawn(checkpoints(
-            proxy.clone(),
-            config.file.store.checkpoint_interval.get(),
-            stop_rx,
-        )));
+        let tasks = vec![
+            tokio::spawn(serve_viewers(
+                listener,
+                admin_state.clone(),
+                stop_rx.clone(),
+                drain,
+            )),
+            tokio::spawn(admin::serve(admin, admin_state.clone(), stop_rx.clone())),
+            tokio::spawn(reclaim(proxy.clone(), stop_rx.clone())),
+            tokio::spawn(checkpoints(
+                proxy.clone(),
+                config.file.store.checkpoint_interval.get(),
+                stop_rx,
+            )),
+        ];
         tracing::info!(node = %proxy.node_id, %addr, %admin_addr, "serving");
         Ok(Node {
             addr,
@@ -190,7 +194,7 @@ async fn serve_viewers(
                         Ok(admin.proxy.handle(req, viewer).await)
                     }
                 });
-                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                let conn = builder.serve_connection(TokioIo::new(crate::conn::ExplainErrors::new(stream)), svc).into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {

@@ -343,3 +343,144 @@ mod tests {
         assert_eq!(path_of("OPTIONS example.com/opt"), "/opt");
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    //! Properties of key normalisation that must hold for any request, not just the
+    //! examples above.
+
+    use super::*;
+    use crate::config::managed_cache_policy;
+    use proptest::prelude::*;
+
+    const WHITELIST: [&str; 2] = ["page", "sort"];
+
+    fn policy(query: KeyRule, headers: KeyRule, cookies: KeyRule) -> CachePolicy {
+        let mut p = managed_cache_policy("CachingOptimized").expect("managed policy");
+        p.query_strings = query;
+        p.headers = headers;
+        p.cookies = cookies;
+        p
+    }
+
+    fn whitelist() -> KeyRule {
+        KeyRule::Whitelist(WHITELIST.iter().map(|s| s.to_string()).collect())
+    }
+
+    fn uri(path: &str, pairs: &[(String, String)]) -> Uri {
+        let q: Vec<String> = pairs.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        let text = if q.is_empty() {
+            path.to_string()
+        } else {
+            format!("{path}?{}", q.join("&"))
+        };
+        text.parse().expect("generated URIs are valid")
+    }
+
+    fn host_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(HOST, HeaderValue::from_static("example.com"));
+        h
+    }
+
+    fn key(p: &CachePolicy, u: &Uri, h: &HeaderMap) -> String {
+        primary_key(p, &Method::GET, u, h)
+    }
+
+    fn path() -> impl Strategy<Value = String> {
+        "(/[a-z0-9]{1,6}){1,3}"
+    }
+
+    fn pair() -> impl Strategy<Value = (String, String)> {
+        ("[a-z]{1,6}", "[a-z0-9]{0,6}")
+    }
+
+    /// A name the whitelist does not take.
+    fn other_name() -> impl Strategy<Value = String> {
+        "[a-z]{1,6}".prop_filter("not whitelisted", |n| !WHITELIST.contains(&n.as_str()))
+    }
+
+    proptest! {
+        #[test]
+        fn query_order_never_splits_the_cache(
+            path in path(),
+            pairs in prop::collection::vec(pair(), 0..8),
+            seed in any::<u64>(),
+        ) {
+            let mut shuffled = pairs.clone();
+            // A deterministic permutation from the seed.
+            let n = shuffled.len();
+            for i in (1..n).rev() {
+                let j = (seed.rotate_left(i as u32) % (i as u64 + 1)) as usize;
+                shuffled.swap(i, j);
+            }
+            let h = host_headers();
+            for rule in [KeyRule::All, whitelist(), KeyRule::AllExcept(vec!["utm".into()])] {
+                let p = policy(rule, KeyRule::None, KeyRule::None);
+                prop_assert_eq!(key(&p, &uri(&path, &pairs), &h), key(&p, &uri(&path, &shuffled), &h));
+            }
+        }
+
+        #[test]
+        fn unkeyed_params_never_change_the_key(
+            path in path(),
+            page in "[a-z0-9]{0,6}",
+            extra in prop::collection::vec((other_name(), "[a-z0-9]{0,6}"), 1..5),
+            at in any::<prop::sample::Index>(),
+        ) {
+            let p = policy(whitelist(), KeyRule::None, KeyRule::None);
+            let h = host_headers();
+            let base = vec![("page".to_string(), page)];
+            let mut with_extra = base.clone();
+            for e in extra {
+                let i = at.index(with_extra.len() + 1);
+                with_extra.insert(i, e);
+            }
+            prop_assert_eq!(key(&p, &uri(&path, &base), &h), key(&p, &uri(&path, &with_extra), &h));
+            // With no query keying at all, every query is irrelevant.
+            let none = policy(KeyRule::None, KeyRule::None, KeyRule::None);
+            prop_assert_eq!(key(&none, &uri(&path, &[]), &h), key(&none, &uri(&path, &with_extra), &h));
+        }
+
+        #[test]
+        fn changing_a_keyed_value_always_changes_the_key(
+            path in path(),
+            name in prop::sample::select(WHITELIST.to_vec()),
+            a in "[a-z0-9]{0,6}",
+            b in "[a-z0-9]{0,6}",
+            others in prop::collection::vec((other_name(), "[a-z0-9]{0,6}"), 0..4),
+        ) {
+            prop_assume!(a != b);
+            let h = host_headers();
+            let mut qa = others.clone();
+            qa.push((name.to_string(), a));
+            let mut qb = others;
+            qb.push((name.to_string(), b));
+            for rule in [whitelist(), KeyRule::All] {
+                let p = policy(rule, KeyRule::None, KeyRule::None);
+                prop_assert_ne!(key(&p, &uri(&path, &qa), &h), key(&p, &uri(&path, &qb), &h));
+            }
+        }
+
+        #[test]
+        fn keys_never_contain_the_authorization_value(
+            path in path(),
+            pairs in prop::collection::vec(pair(), 0..4),
+            secret in "[A-Za-z0-9]{8,16}",
+            other in "[a-z0-9]{1,8}",
+        ) {
+            let credential = format!("Bearer SECRET{secret}");
+            let mut h = host_headers();
+            h.insert(http::header::AUTHORIZATION, HeaderValue::from_str(&credential).expect("ascii"));
+            h.insert("x-other", HeaderValue::from_str(&other).expect("ascii"));
+            h.insert(COOKIE, HeaderValue::from_str(&format!("c={other}")).expect("ascii"));
+            let u = uri(&path, &pairs);
+            for headers in [KeyRule::All, KeyRule::AllExcept(vec![]), KeyRule::Whitelist(vec!["authorization".into(), "x-other".into()])] {
+                let p = policy(KeyRule::All, headers, KeyRule::All);
+                let k = key(&p, &u, &h);
+                prop_assert!(!k.contains("SECRET"), "key {:?} leaks the credential", k);
+                prop_assert!(k.contains(&other), "other inputs are still keyed: {:?}", k);
+            }
+        }
+    }
+}

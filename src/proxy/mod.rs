@@ -19,15 +19,15 @@ mod respond;
 use self::body::ProxyBody;
 use self::forward::{ForwardContext, Purpose};
 use self::hop::{strip_hop_by_hop, via_names, CacheStatus, Outcome};
+use crate::access_log::{self, AccessLog, Entry};
 use crate::coalesce::{Coalescer, Fill, FillHead, Join};
 use crate::config::{defaults, Behaviour, OriginTarget, Resolved, Upstream, ViewerProtocolPolicy};
-use crate::access_log::{self, AccessLog, Entry};
 use crate::invalidation::Invalidations;
 use crate::metrics::Metrics;
-use crate::surrogate::SurrogateKeys;
 use crate::policy::freshness::{self, RequestFacts, Usability};
 use crate::policy::key;
 use crate::store::{MetaFlags, Object, ObjectMeta, ObjectWriter, Store};
+use crate::surrogate::SurrogateKeys;
 use crate::time::now_ms;
 use crate::upstream::{OriginClient, UpstreamBody, UpstreamError};
 use arc_swap::ArcSwap;
@@ -166,6 +166,18 @@ impl Proxy {
                 self.error(
                     StatusCode::LOOP_DETECTED,
                     &msg,
+                    CacheStatus::default(),
+                    None,
+                ),
+                Outcome::Error,
+            );
+        }
+        if header_bytes(&parts.headers) > defaults::MAX_HEADER_BYTES {
+            let msg = "the request's header section is larger than 64 KiB";
+            return (
+                self.error(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    msg,
                     CacheStatus::default(),
                     None,
                 ),
@@ -589,6 +601,7 @@ impl Proxy {
         let mut writer: Option<Box<dyn ObjectWriter>> = None;
         match storable {
             Ok(()) => {
+                freshness::remove_unstorable_fields(&mut meta.headers);
                 if meta.headers.contains_key(VARY) {
                     self.write_vary_marker(primary, &meta);
                 }
@@ -881,6 +894,11 @@ impl Proxy {
             .insert(http::header::VIA, self.via.clone());
         resp
     }
+}
+
+/// The size of a header section as it was sent (name, ": ", value, CRLF per field).
+fn header_bytes(h: &HeaderMap) -> usize {
+    h.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum()
 }
 
 /// Negative seconds of staleness, for Cache-Status `ttl` on stale responses.

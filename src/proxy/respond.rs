@@ -198,11 +198,8 @@ impl Proxy {
         outcome: Outcome,
         b: &Behaviour,
     ) {
-        match age {
-            Some(a) => {
-                h.insert(AGE, HeaderValue::from(a));
-            }
-            None => {}
+        if let Some(a) = age {
+            h.insert(AGE, HeaderValue::from(a));
         }
         self.hop_headers(h, cs, outcome);
         if !b.response_headers.is_empty() {

@@ -50,6 +50,7 @@ impl Body {
 
 /// Reads a stored body that is not (all) in memory. Implementations must verify what they
 /// read and fail rather than return bytes that differ from those written.
+#[allow(clippy::len_without_is_empty)]
 pub trait BodyReader: Send + Sync {
     fn len(&self) -> u64;
     /// Reads up to `max` bytes at `offset`. May block on I/O: callers on the async runtime
