@@ -261,3 +261,37 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every metric SPEC.md names appears once its family has a sample.
+    #[test]
+    fn spec_metrics_are_exposed() {
+        let m = Metrics::new();
+        m.request(Outcome::Hit, 0.001);
+        m.origin("alb", Some(200));
+        m.coalesced.inc();
+        m.peer_requests
+            .get_or_create(&PeerLabels {
+                peer: "10.0.0.2:8080".into(),
+                result: "hit",
+            })
+            .inc();
+        let page = m.render(StoreStats::default());
+        for name in [
+            "strata_requests_total{result=\"hit\"} 1",
+            "strata_origin_requests_total{origin=\"alb\",status=\"200\"} 1",
+            "strata_coalesced_requests_total 1",
+            "strata_peer_requests_total{peer=\"10.0.0.2:8080\",result=\"hit\"} 1",
+            "strata_store_objects 0",
+            "strata_store_bytes 0",
+            "strata_index_memory_bytes 0",
+            "# TYPE strata_request_duration_seconds histogram",
+            "strata_request_duration_seconds_count{result=\"hit\"} 1",
+        ] {
+            assert!(page.contains(name), "{name} missing from\n{page}");
+        }
+    }
+}
