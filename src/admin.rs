@@ -193,7 +193,7 @@ async fn write(
     what: Write,
 ) -> Response<ProxyBody> {
     if let Err(resp) = authorise(admin, req.headers()) {
-        return resp;
+        return *resp;
     }
     let relayed = relayed || req.headers().contains_key(RELAYED);
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
@@ -312,22 +312,22 @@ async fn purge(admin: &Arc<Admin>, body: Bytes, relayed: bool) -> Response<Proxy
 }
 
 /// Checks the bearer token; the error response says what is wrong without echoing it.
-fn authorise(admin: &Admin, headers: &HeaderMap) -> Result<(), Response<ProxyBody>> {
+fn authorise(admin: &Admin, headers: &HeaderMap) -> Result<(), Box<Response<ProxyBody>>> {
     let config = admin.proxy.config();
     let Some(var) = config.file.node.admin_token_env.as_deref() else {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::FORBIDDEN,
             "admin writes are disabled: set node.admin_token_env to the name of an environment \
              variable holding the bearer token",
-        ));
+        )));
     };
     let token = match std::env::var(var) {
         Ok(t) if !t.is_empty() => t,
         _ => {
-            return Err(error(
+            return Err(Box::new(error(
                 StatusCode::FORBIDDEN,
                 &format!("admin writes are disabled: the environment variable {var} (node.admin_token_env) is not set"),
-            ))
+            )))
         }
     };
     let given = headers
@@ -345,10 +345,10 @@ fn authorise(admin: &Admin, headers: &HeaderMap) -> Result<(), Response<ProxyBod
                 header::WWW_AUTHENTICATE,
                 http::HeaderValue::from_static("Bearer realm=\"strata-admin\""),
             );
-            Err(r)
+            Err(Box::new(r))
         }
         Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err(error(StatusCode::FORBIDDEN, "wrong bearer token")),
+        Some(_) => Err(Box::new(error(StatusCode::FORBIDDEN, "wrong bearer token"))),
     }
 }
 
@@ -380,7 +380,7 @@ async fn peers(admin: &Admin) -> Vec<String> {
     let viewer = admin.viewer_addr;
     members.sort();
     members.dedup();
-    members.retain(|m| *m != me && m.parse::<SocketAddr>().map_or(true, |a| a != viewer));
+    members.retain(|m| *m != me && !m.parse::<SocketAddr>().is_ok_and(|a| a == viewer));
     members
 }
 
