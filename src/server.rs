@@ -3,7 +3,7 @@
 //! the store, and graceful shutdown (stop accepting, drain in-flight requests within a
 //! deadline, checkpoint the store).
 
-use crate::admin;
+use crate::admin::{self, Admin};
 use crate::config::Resolved;
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, Runtime, Viewer};
@@ -16,7 +16,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -28,6 +28,7 @@ pub struct Node {
     tls_addr: Option<SocketAddr>,
     admin_addr: SocketAddr,
     pub proxy: Arc<Proxy>,
+    pub admin: Arc<Admin>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     drain: Duration,
@@ -38,10 +39,18 @@ impl Node {
     /// free port) and serves until [`shutdown`](Self::shutdown).
     pub async fn start(config: Resolved) -> anyhow::Result<Node> {
         let config = Arc::new(config);
+        let opened = Instant::now();
         let store = open_store(&config)?;
         let metrics = Arc::new(Metrics::new());
         let runtime = Runtime::new(config.clone()).map_err(anyhow::Error::msg)?;
         let proxy = Arc::new(Proxy::new(runtime, store, metrics));
+        proxy
+            .invalidations
+            .attach(&config.file.store.path)
+            .context("cannot load the invalidation rules (store.path)")?;
+        proxy
+            .access_log
+            .configure(config.file.access_log.as_ref())?;
 
         let node = &config.file.node;
         let listener = TcpListener::bind(node.listen)
@@ -70,16 +79,40 @@ impl Node {
         };
         let (stop, stop_rx) = watch::channel(false);
         let drain = node.drain_timeout.get();
+        let admin_state = Arc::new(Admin::new(proxy.clone(), addr));
+        // Readiness: the tag index is rebuilt from the store (a scan) before /readyz says so.
+        {
+            let admin = admin_state.clone();
+            tokio::task::spawn_blocking(move || {
+                let p = &admin.proxy;
+                let tags = p.surrogate_keys.rebuild(p.store.as_ref());
+                let stats = p.store.stats();
+                p.metrics.recovered_objects.set(stats.objects as i64);
+                p.metrics
+                    .recovery_seconds
+                    .set(opened.elapsed().as_secs_f64());
+                admin
+                    .ready
+                    .store(true, std::sync::atomic::Ordering::Release);
+                tracing::info!(
+                    objects = stats.objects,
+                    tags,
+                    seconds = opened.elapsed().as_secs_f64(),
+                    "store ready"
+                );
+            });
+        }
 
         let mut tasks = vec![
             tokio::spawn(serve_viewers(
                 listener,
                 None,
-                proxy.clone(),
+                admin_state.clone(),
                 stop_rx.clone(),
                 drain,
             )),
-            tokio::spawn(admin::serve(admin, proxy.clone(), stop_rx.clone())),
+            tokio::spawn(admin::serve(admin, admin_state.clone(), stop_rx.clone())),
+            tokio::spawn(reclaim(proxy.clone(), stop_rx.clone())),
             tokio::spawn(checkpoints(
                 proxy.clone(),
                 config.file.store.checkpoint_interval.get(),
@@ -99,7 +132,7 @@ impl Node {
             tasks.push(tokio::spawn(serve_viewers(
                 l,
                 Some(acceptor),
-                proxy.clone(),
+                admin_state.clone(),
                 stop_rx.clone(),
                 drain,
             )));
@@ -110,6 +143,7 @@ impl Node {
             tls_addr,
             admin_addr,
             proxy,
+            admin: admin_state,
             stop,
             tasks,
             drain,
@@ -144,6 +178,10 @@ impl Node {
         if let Err(e) = self.proxy.store.checkpoint() {
             tracing::error!(error = %e, "could not write the store checkpoint at shutdown");
         }
+        if let Err(e) = self.proxy.invalidations.persist() {
+            tracing::error!("{e:#}");
+        }
+        self.proxy.access_log.close();
         tracing::info!(node = %self.proxy.node_id, "stopped");
     }
 }
@@ -213,7 +251,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 async fn serve_viewers(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    proxy: Arc<Proxy>,
+    admin: Arc<Admin>,
     mut stop: watch::Receiver<bool>,
     drain: Duration,
 ) {
@@ -231,11 +269,17 @@ async fn serve_viewers(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let proxy = proxy.clone();
+                let admin = admin.clone();
                 let viewer = Viewer { addr: peer, tls: tls.is_some() };
-                let svc = service_fn(move |req| {
-                    let proxy = proxy.clone();
-                    async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, viewer).await) }
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let admin = admin.clone();
+                    async move {
+                        // Writes relayed by peers of the tier (see `admin`).
+                        if req.uri().path().starts_with(admin::RELAY_PREFIX) {
+                            return Ok::<_, std::convert::Infallible>(admin::serve_relay(&admin, req).await);
+                        }
+                        Ok(admin.proxy.handle(req, viewer).await)
+                    }
                 });
                 match &tls {
                     None => {
@@ -283,6 +327,35 @@ async fn serve_viewers(
         .is_err()
     {
         tracing::warn!("drain deadline passed with requests still in flight");
+    }
+}
+
+/// Gives back the space of invalidated objects: a reclaim pass shortly after rules appear,
+/// then every minute while any rule is live.
+async fn reclaim(proxy: Arc<Proxy>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut last_pass: Option<Instant> = None;
+    let mut seen = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let rules = proxy.invalidations.rule_count();
+                let due = rules > 0
+                    && (proxy.invalidations.latest() != seen
+                        || last_pass.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)));
+                if !due {
+                    continue;
+                }
+                let p = proxy.clone();
+                let removed = tokio::task::spawn_blocking(move || p.invalidations.reclaim(p.store.as_ref()))
+                    .await
+                    .unwrap_or(0);
+                proxy.metrics.invalidation_reclaimed.inc_by(removed);
+                seen = proxy.invalidations.latest();
+                last_pass = Some(Instant::now());
+            }
+            _ = stop.changed() => return,
+        }
     }
 }
 

@@ -20,12 +20,15 @@ mod respond;
 use self::body::ProxyBody;
 use self::forward::{ForwardContext, Purpose};
 use self::hop::{strip_hop_by_hop, via_names, CacheStatus, Outcome};
+use crate::access_log::{self, AccessLog, Entry};
 use crate::coalesce::{Coalescer, Fill, FillHead, Join};
 use crate::config::{defaults, Behaviour, OriginTarget, Resolved, Upstream, ViewerProtocolPolicy};
+use crate::invalidation::Invalidations;
 use crate::metrics::Metrics;
 use crate::policy::freshness::{self, RequestFacts, Usability};
 use crate::policy::key;
 use crate::store::{MetaFlags, Object, ObjectMeta, ObjectWriter, Store};
+use crate::surrogate::SurrogateKeys;
 use crate::time::now_ms;
 use crate::upstream::{OriginClient, UpstreamBody, UpstreamError};
 use arc_swap::ArcSwap;
@@ -71,6 +74,12 @@ pub struct Proxy {
     stale_while_updating_ms: u64,
     /// The peers of this node's tier, when `[cluster]` is configured.
     pub cluster: arc_swap::ArcSwapOption<crate::cluster::Cluster>,
+    /// Path invalidations: hide older objects on lookup (`crate::invalidation`).
+    pub invalidations: Arc<Invalidations>,
+    /// Surrogate-Key tag index, fed when a response is stored (`crate::surrogate`).
+    pub surrogate_keys: Arc<SurrogateKeys>,
+    /// The access log (off unless configured; `crate::access_log`).
+    pub access_log: AccessLog,
 }
 
 /// Who sent a request and how.
@@ -95,6 +104,9 @@ impl Proxy {
         let via = HeaderValue::from_str(&format!("1.1 {node_id} (strata)"))
             .unwrap_or(HeaderValue::from_static("1.1 strata (strata)"));
         Proxy {
+            invalidations: Arc::new(Invalidations::new()),
+            surrogate_keys: Arc::new(SurrogateKeys::new()),
+            access_log: AccessLog::new(&node_id, metrics.access_log_dropped.clone()),
             coalesce_timeout: node.coalesce_timeout.get(),
             stale_while_updating_ms: node.stale_while_updating.get().as_millis() as u64,
             node_id,
@@ -124,9 +136,25 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let start = Instant::now();
         let (parts, body) = req.into_parts();
+        let entry = self.access_log.enabled().then(|| {
+            Entry::request(
+                now_ms(),
+                viewer.addr,
+                viewer.tls,
+                &parts.method,
+                parts.version,
+                &parts.uri,
+                &parts.headers,
+                self.runtime.load().config.clone(),
+            )
+        });
         let (resp, outcome) = self.dispatch(parts, body, viewer).await;
-        self.metrics.request(outcome, start.elapsed().as_secs_f64());
-        resp
+        let elapsed = start.elapsed().as_secs_f64();
+        self.metrics.request(outcome, elapsed);
+        match entry {
+            Some(entry) => access_log::logged(self, resp, entry, outcome, start),
+            None => resp,
+        }
     }
 
     async fn dispatch(
@@ -359,11 +387,13 @@ impl Proxy {
     /// Looks a key up, following a Vary marker to the variant that matches the request.
     fn lookup(&self, primary: &str, req: &HeaderMap) -> Option<Object> {
         let obj = self.store.get(primary)?;
-        if obj.meta.flags.has(MetaFlags::VARY_MARKER) {
+        let obj = if obj.meta.flags.has(MetaFlags::VARY_MARKER) {
             let sk = key::secondary_key(&obj.meta.headers, req)?;
-            return self.store.get(&key::variant_key(primary, &sk));
-        }
-        Some(obj)
+            self.store.get(&key::variant_key(primary, &sk))?
+        } else {
+            obj
+        };
+        (!self.invalidations.hides(&obj.meta)).then_some(obj)
     }
 
     fn revalidate_in_background(self: &Arc<Self>, ctx: &Ctx, primary: &str, obj: Object) {
@@ -630,7 +660,10 @@ impl Proxy {
                     self.write_vary_marker(primary, &meta);
                 }
                 match self.store.put(meta.clone()) {
-                    Ok(w) => writer = Some(w),
+                    Ok(w) => {
+                        self.surrogate_keys.record(&meta);
+                        writer = Some(w)
+                    }
                     Err(e) => {
                         tracing::debug!(key = %meta.key, error = %e, "store refused an object")
                     }
