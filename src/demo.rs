@@ -151,6 +151,8 @@ cache_policy = "UseOriginCacheControlHeaders"
 struct Counts {
     requests: u64,
     hits: u64,
+    /// Requests this tier sent to its upstream (collapsed misses are not sent).
+    upstream: u64,
 }
 
 fn counts(node: &Node) -> Counts {
@@ -162,7 +164,17 @@ fn counts(node: &Node) -> Counts {
         + m.requests_total(Outcome::Miss)
         + m.requests_total(Outcome::Pass)
         + m.requests_total(Outcome::Error);
-    Counts { requests, hits }
+    let upstream = m
+        .render(node.proxy.store.stats())
+        .lines()
+        .filter(|l| l.starts_with("strata_origin_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64;
+    Counts {
+        requests,
+        hits,
+        upstream,
+    }
 }
 
 async fn free_addr() -> anyhow::Result<SocketAddr> {
@@ -268,10 +280,14 @@ fn report(before: &Snapshot, after: &Snapshot) {
         let (name, a) = after.tiers[i];
         let (_, b) = before.tiers[i];
         // A restarted node's counters start again from zero.
-        let (req, hits) = if a.requests >= b.requests {
-            (a.requests - b.requests, a.hits - b.hits)
+        let (req, hits, up) = if a.requests >= b.requests {
+            (
+                a.requests - b.requests,
+                a.hits - b.hits,
+                a.upstream.saturating_sub(b.upstream),
+            )
         } else {
-            (a.requests, a.hits)
+            (a.requests, a.hits, a.upstream)
         };
         let ratio = if req == 0 {
             0.0
@@ -280,11 +296,7 @@ fn report(before: &Snapshot, after: &Snapshot) {
         };
         println!(
             "  {:<10} {:>10} {:>10} {:>10.3} {:>12}",
-            name,
-            req,
-            hits,
-            ratio,
-            req - hits
+            name, req, hits, ratio, up
         );
     }
     println!("  {:<10} {:>10}", "origin", after.origin - before.origin);
