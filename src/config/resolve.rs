@@ -376,14 +376,16 @@ impl Resolved {
                     "gzip" => Encoding::Gzip,
                     "br" => Encoding::Br,
                     "zstd" => Encoding::Zstd,
-                    other => return Err(err(
-                        &section,
-                        None,
-                        "accept_encoding",
-                        format!(
+                    other => {
+                        return Err(err(
+                            &section,
+                            None,
+                            "accept_encoding",
+                            format!(
                             "cache policy `{name}`: unknown encoding `{other}` (gzip, br, zstd)"
                         ),
-                    )),
+                        ))
+                    }
                 });
             }
             let headers = KeyRule::from_config(&c.headers, true);

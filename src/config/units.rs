@@ -44,9 +44,11 @@ impl std::str::FromStr for ByteSize {
             "MB" => 1_000_000,
             "GB" => 1_000_000_000,
             "TB" => 1_000_000_000_000,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "unknown size unit `{other}` in `{s}` (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
-            )),
+            ))
+            }
         };
         if n < 0.0 || !n.is_finite() {
             return Err(format!("`{s}` is not a size"));

@@ -9,6 +9,7 @@
 //! A store never interprets HTTP: freshness, variants and invalidation rules are the
 //! proxy's. It must never return a body that differs from what was written.
 
+pub mod disk;
 pub mod memory;
 pub mod meta;
 
