@@ -53,6 +53,9 @@ impl Body {
 /// read and fail rather than return bytes that differ from those written.
 pub trait BodyReader: Send + Sync {
     fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Reads up to `max` bytes at `offset`. May block on I/O: callers on the async runtime
     /// run it where blocking is allowed.
     fn read_at(&self, offset: u64, max: usize) -> io::Result<Bytes>;

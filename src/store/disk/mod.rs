@@ -263,6 +263,26 @@ impl DiskStore {
         }
     }
 
+    /// Writes the write buffer to its segment file (no checkpoint, no sync): what the
+    /// background thread does every `flush_interval`.
+    pub fn flush(&self) {
+        let mut log = self.inner.log.lock();
+        self.inner.flush_log(&mut log);
+    }
+
+    /// Stops the store as `kill -9` would: no flush of the write buffer, no checkpoint.
+    /// For crash tests.
+    #[doc(hidden)]
+    pub fn simulate_crash(self) {
+        self.closed.store(true, Ordering::SeqCst);
+        *self.inner.stop.lock() = true;
+        self.inner.stop_cv.notify_all();
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+        self.inner.log.lock().buf.clear();
+    }
+
     /// The store directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
@@ -359,13 +379,31 @@ impl Inner {
     /// Reads up to `len` bytes of segment `slot` at `offset`, from the file or the write
     /// buffer. Fewer bytes at the end of the data.
     pub(crate) fn read(&self, slot: u32, offset: u64, len: u64) -> std::io::Result<Bytes> {
+        self.read_with(None, slot, offset, len)
+    }
+
+    /// [`read`](Self::read) for a caller that holds the log lock (`log`).
+    fn read_with(
+        &self,
+        log: Option<&Log>,
+        slot: u32,
+        offset: u64,
+        len: u64,
+    ) -> std::io::Result<Bytes> {
         let Some(s) = self.slot(slot) else {
             return Ok(Bytes::new());
         };
         if offset + len <= s.flushed.load(Ordering::Acquire) {
             return segment::read_at(&s.file, offset, len as usize);
         }
-        let log = self.log.lock();
+        let guard;
+        let log = match log {
+            Some(l) => l,
+            None => {
+                guard = self.log.lock();
+                &*guard
+            }
+        };
         match log.read_buffered(slot, offset, len, &s.file) {
             Some(b) => b,
             None => {
@@ -383,7 +421,18 @@ impl Inner {
         offset: u64,
         hint: u64,
     ) -> Result<(Head, Bytes), StoreError> {
-        let mut b = self.read(
+        self.read_head_with(None, slot, offset, hint)
+    }
+
+    fn read_head_with(
+        &self,
+        log: Option<&Log>,
+        slot: u32,
+        offset: u64,
+        hint: u64,
+    ) -> Result<(Head, Bytes), StoreError> {
+        let mut b = self.read_with(
+            log,
             slot,
             offset,
             hint.clamp(record::HEADER_LEN as u64, FIRST_READ),
@@ -394,7 +443,7 @@ impl Inner {
                 Err(record::RecordError::Truncated { need, have })
                     if need > have && have == b.len() =>
                 {
-                    let more = self.read(slot, offset, need as u64)?;
+                    let more = self.read_with(log, slot, offset, need as u64)?;
                     if more.len() <= b.len() {
                         return Err(StoreError::Corrupt(format!(
                             "record at slot {slot} offset {offset} is truncated"
@@ -537,12 +586,11 @@ impl Inner {
         if !self.ready_flag.load(Ordering::Acquire) {
             return Err(StoreError::Refused("the store is still loading"));
         }
-        if self.degraded.load(Ordering::Acquire) {
-            if now_ms() < self.retry_at.load(Ordering::Acquire) {
-                return Err(StoreError::Refused(
-                    "the store is degraded (disk full or failing)",
-                ));
-            }
+        if self.degraded.load(Ordering::Acquire) && now_ms() < self.retry_at.load(Ordering::Acquire)
+        {
+            return Err(StoreError::Refused(
+                "the store is degraded (disk full or failing)",
+            ));
         }
         Ok(())
     }
@@ -801,7 +849,12 @@ impl Inner {
                     let (live, meta_bytes, entry_flags) = if e.same_place(&here) {
                         (true, head.meta.clone(), e.flags)
                     } else if e.has(Entry::INDIRECT) && head.header.kind == Kind::Object {
-                        match self.read_head(e.slot, e.offset, index::class_len(e.size_class)) {
+                        match self.read_head_with(
+                            Some(&*log),
+                            e.slot,
+                            e.offset,
+                            index::class_len(e.size_class),
+                        ) {
                             Ok((m, _)) => {
                                 let r = m.table.first().copied();
                                 let points_here = r
@@ -861,7 +914,7 @@ impl Inner {
                         continue;
                     }
                     // Is this chunk part of the object the index points at?
-                    let owner = self.resolve_chunk_owner(&e, victim, offset);
+                    let owner = self.resolve_chunk_owner(log, &e, victim, offset);
                     last_chunk_owner = Some((h, owner.is_some()));
                     if let Some(key) = owner {
                         if self.index.remove_if_at(h, &e) {
@@ -880,13 +933,16 @@ impl Inner {
     }
 
     /// If the large object `e` points at has a chunk at (`slot`, `offset`), its key.
-    fn resolve_chunk_owner(&self, e: &Entry, slot: u32, offset: u64) -> Option<String> {
+    fn resolve_chunk_owner(&self, log: &Log, e: &Entry, slot: u32, offset: u64) -> Option<String> {
         let (mut head, _) = self
-            .read_head(e.slot, e.offset, index::class_len(e.size_class))
+            .read_head_with(Some(log), e.slot, e.offset, index::class_len(e.size_class))
             .ok()?;
         if head.header.kind == Kind::Meta {
             let r = *head.table.first()?;
-            head = self.read_head(r.slot, r.offset as u64, FIRST_READ).ok()?.0;
+            head = self
+                .read_head_with(Some(log), r.slot, r.offset as u64, FIRST_READ)
+                .ok()?
+                .0;
         }
         head.table
             .iter()
@@ -1076,7 +1132,12 @@ impl Store for DiskStore {
         let Some(e) = inner.index.get(h) else {
             return Ok(false);
         };
-        let (head, _) = match inner.read_head(e.slot, e.offset, index::class_len(e.size_class)) {
+        let (head, _) = match inner.read_head_with(
+            Some(&*log),
+            e.slot,
+            e.offset,
+            index::class_len(e.size_class),
+        ) {
             Ok(x) => x,
             Err(_) => return Ok(false),
         };
@@ -1154,7 +1215,12 @@ impl Store for DiskStore {
         let Some(e) = inner.index.get(h) else {
             return false;
         };
-        match inner.read_head(e.slot, e.offset, index::class_len(e.size_class)) {
+        match inner.read_head_with(
+            Some(&*log),
+            e.slot,
+            e.offset,
+            index::class_len(e.size_class),
+        ) {
             Ok((head, _)) if head.key[..] != *key.as_bytes() => return false,
             _ => {}
         }
