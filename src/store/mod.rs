@@ -9,6 +9,7 @@
 //! A store never interprets HTTP: freshness, variants and invalidation rules are the
 //! proxy's. It must never return a body that differs from what was written.
 
+pub mod disk;
 pub mod memory;
 pub mod meta;
 
@@ -53,6 +54,9 @@ impl Body {
 #[allow(clippy::len_without_is_empty)]
 pub trait BodyReader: Send + Sync {
     fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Reads up to `max` bytes at `offset`. May block on I/O: callers on the async runtime
     /// run it where blocking is allowed.
     fn read_at(&self, offset: u64, max: usize) -> io::Result<Bytes>;

@@ -1,0 +1,409 @@
+//! The hot index: a map from the 64-bit xxh3 hash of a cache key to where the object's
+//! record is, in 16 bytes per entry.
+//!
+//! An entry is the hash (8 bytes) and one packed word ([`Entry`]): segment slot (14 bits),
+//! offset in 8-byte units (24 bits), a size class of the record (6 bits), flags (3 bits:
+//! indirect, large, referenced) and the expiry in hours since 2020 (17 bits). The table is
+//! split into 256 shards by the hash's top byte; each shard is an open-addressing table of
+//! 8-entry buckets (two cache lines) probed linearly, and grows by 1.25× when it is 90%
+//! full, so memory follows the number of objects with no sizing up front and no long pause
+//! to rehash everything at once.
+//!
+//! The index never holds the key: a hash collision can only make an object unreachable
+//! (the reader checks the full key on disk), never serve the wrong one. It never does I/O.
+
+use parking_lot::Mutex;
+
+pub const SHARDS: usize = 256;
+const BUCKET: usize = 8;
+const EMPTY: u64 = 0;
+const TOMB: u64 = 1;
+
+/// The largest segment the offset field can address.
+pub const MAX_SEGMENT_SIZE: u64 = 1 << 27;
+/// The number of slots the slot field can address.
+pub const MAX_SLOTS: u32 = 1 << 14;
+
+const EPOCH_2020_MS: u64 = 1_577_836_800_000;
+const HOUR_MS: u64 = 3_600_000;
+const EXPIRY_NEVER: u32 = (1 << 17) - 1;
+
+/// Maps a key hash to one the table can store (0 and 1 mark empty and deleted entries).
+pub fn table_hash(h: u64) -> u64 {
+    if h < 2 {
+        h + 2
+    } else {
+        h
+    }
+}
+
+/// The xxh3 hash of a cache key, as the index and the records use it.
+pub fn key_hash(key: &[u8]) -> u64 {
+    table_hash(xxhash_rust::xxh3::xxh3_64(key))
+}
+
+/// Where an object is and what the index knows about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub slot: u32,
+    /// Byte offset of the record in its segment (a multiple of 8).
+    pub offset: u64,
+    /// Size class of the record: see [`size_class`].
+    pub size_class: u8,
+    pub flags: u8,
+    /// Hours since 2020-01-01, rounded up; [`EXPIRY_NEVER`] for never or unknown.
+    pub expiry_hours: u32,
+}
+
+impl Entry {
+    /// The entry points at a `Meta` record; the body is in the `Object` record it names.
+    pub const INDIRECT: u8 = 1;
+    /// The object is stored in chunks.
+    pub const LARGE: u8 = 2;
+    /// The object was read since its record was written (eviction re-appends it).
+    pub const REFERENCED: u8 = 4;
+
+    pub fn pack(&self) -> u64 {
+        debug_assert!(self.slot < MAX_SLOTS && self.offset < MAX_SEGMENT_SIZE);
+        (self.slot as u64 & 0x3fff)
+            | ((self.offset >> 3) & 0xff_ffff) << 14
+            | (self.size_class as u64 & 0x3f) << 38
+            | (self.flags as u64 & 0x7) << 44
+            | (self.expiry_hours as u64 & 0x1_ffff) << 47
+    }
+
+    pub fn unpack(v: u64) -> Entry {
+        Entry {
+            slot: (v & 0x3fff) as u32,
+            offset: ((v >> 14) & 0xff_ffff) << 3,
+            size_class: ((v >> 38) & 0x3f) as u8,
+            flags: ((v >> 44) & 0x7) as u8,
+            expiry_hours: ((v >> 47) & 0x1_ffff) as u32,
+        }
+    }
+
+    pub fn has(&self, f: u8) -> bool {
+        self.flags & f != 0
+    }
+
+    /// The same place (slot and offset)?
+    pub fn same_place(&self, other: &Entry) -> bool {
+        self.slot == other.slot && self.offset == other.offset
+    }
+
+    /// Whether the object is past its expiry at `now_ms` (never true for unknown expiry).
+    pub fn expired(&self, now_ms: u64) -> bool {
+        self.expiry_hours != EXPIRY_NEVER && expiry_hours(now_ms) > self.expiry_hours
+    }
+}
+
+/// Hours since 2020 of a Unix-ms expiry time, rounded up (so that the index never thinks an
+/// object expired before it did).
+pub fn expiry_hours(ms: u64) -> u32 {
+    if ms == u64::MAX {
+        return EXPIRY_NEVER;
+    }
+    let h = ms.saturating_sub(EPOCH_2020_MS).div_ceil(HOUR_MS);
+    h.min(EXPIRY_NEVER as u64 - 1) as u32
+}
+
+/// The upper bound of a size class: classes grow by ×1.5 and ×1.33 alternately (2^(c/2)).
+pub fn class_len(c: u8) -> u64 {
+    let c = c as u64;
+    ((2 + (c & 1)) << (c >> 1)) >> 1
+}
+
+/// The smallest size class whose bound holds `len`.
+pub fn size_class(len: u64) -> u8 {
+    (0..64u8).find(|&c| class_len(c) >= len).unwrap_or(63)
+}
+
+#[derive(Default)]
+struct Table {
+    /// `buckets * BUCKET` entries of (hash, packed entry).
+    slots: Vec<[u64; 2]>,
+    len: usize,
+    tombs: usize,
+}
+
+impl Table {
+    fn buckets(&self) -> usize {
+        self.slots.len() / BUCKET
+    }
+
+    fn home(&self, h: u64) -> usize {
+        (((h as u32) as u64 * self.buckets() as u64) >> 32) as usize
+    }
+
+    /// The position of `h`, or None.
+    fn find(&self, h: u64) -> Option<usize> {
+        let nb = self.buckets();
+        if nb == 0 {
+            return None;
+        }
+        let mut b = self.home(h);
+        for _ in 0..nb {
+            let base = b * BUCKET;
+            for i in base..base + BUCKET {
+                let k = self.slots[i][0];
+                if k == h {
+                    return Some(i);
+                }
+                if k == EMPTY {
+                    return None;
+                }
+            }
+            b = if b + 1 == nb { 0 } else { b + 1 };
+        }
+        None
+    }
+
+    fn insert(&mut self, h: u64, v: u64) -> Option<u64> {
+        if let Some(i) = self.find(h) {
+            return Some(std::mem::replace(&mut self.slots[i][1], v));
+        }
+        if (self.len + self.tombs + 1) * 10 > self.slots.len() * 9 {
+            self.grow();
+        }
+        let nb = self.buckets();
+        let mut b = self.home(h);
+        loop {
+            let base = b * BUCKET;
+            for i in base..base + BUCKET {
+                let k = self.slots[i][0];
+                if k == EMPTY || k == TOMB {
+                    if k == TOMB {
+                        self.tombs -= 1;
+                    }
+                    self.slots[i] = [h, v];
+                    self.len += 1;
+                    return None;
+                }
+            }
+            b = if b + 1 == nb { 0 } else { b + 1 };
+        }
+    }
+
+    fn remove_at(&mut self, i: usize) -> u64 {
+        let v = self.slots[i][1];
+        self.slots[i] = [TOMB, 0];
+        self.len -= 1;
+        self.tombs += 1;
+        v
+    }
+
+    fn grow(&mut self) {
+        let nb = self.buckets();
+        let new_nb = if (self.len + 1) * 10 > self.slots.len() * 6 {
+            (nb + 1).max(nb * 5 / 4)
+        } else {
+            nb.max(1) // mostly tombstones: rebuild at the same size
+        };
+        let old = std::mem::replace(&mut self.slots, vec![[EMPTY, 0]; new_nb * BUCKET]);
+        self.len = 0;
+        self.tombs = 0;
+        for [k, v] in old {
+            if k > TOMB {
+                self.insert(k, v);
+            }
+        }
+    }
+}
+
+/// The hot index. All methods take one shard lock for a short, bounded time.
+pub struct Index {
+    shards: Box<[Mutex<Table>]>,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Index::new()
+    }
+}
+
+impl Index {
+    pub fn new() -> Index {
+        Index {
+            shards: (0..SHARDS).map(|_| Mutex::new(Table::default())).collect(),
+        }
+    }
+
+    fn shard(&self, h: u64) -> &Mutex<Table> {
+        &self.shards[(h >> 56) as usize]
+    }
+
+    pub fn get(&self, h: u64) -> Option<Entry> {
+        let t = self.shard(h).lock();
+        t.find(h).map(|i| Entry::unpack(t.slots[i][1]))
+    }
+
+    /// Looks `h` up and marks it referenced; returns the entry as it was before.
+    pub fn touch(&self, h: u64) -> Option<Entry> {
+        let mut t = self.shard(h).lock();
+        let i = t.find(h)?;
+        let old = Entry::unpack(t.slots[i][1]);
+        t.slots[i][1] |= (Entry::REFERENCED as u64) << 44;
+        Some(old)
+    }
+
+    /// Inserts or replaces; returns the previous entry.
+    pub fn insert(&self, h: u64, e: Entry) -> Option<Entry> {
+        self.shard(h).lock().insert(h, e.pack()).map(Entry::unpack)
+    }
+
+    pub fn remove(&self, h: u64) -> Option<Entry> {
+        let mut t = self.shard(h).lock();
+        let i = t.find(h)?;
+        Some(Entry::unpack(t.remove_at(i)))
+    }
+
+    /// Removes `h` only if it still points at the place `at` points at.
+    pub fn remove_if_at(&self, h: u64, at: &Entry) -> bool {
+        let mut t = self.shard(h).lock();
+        let Some(i) = t.find(h) else { return false };
+        if Entry::unpack(t.slots[i][1]).same_place(at) {
+            t.remove_at(i);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Replaces `h`'s entry only if it still points at the place `at` points at.
+    pub fn replace_if_at(&self, h: u64, at: &Entry, new: Entry) -> bool {
+        let mut t = self.shard(h).lock();
+        let Some(i) = t.find(h) else { return false };
+        if Entry::unpack(t.slots[i][1]).same_place(at) {
+            t.slots[i][1] = new.pack();
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of memory the index holds (tables and shard headers).
+    pub fn memory_bytes(&self) -> u64 {
+        let tables: usize = self
+            .shards
+            .iter()
+            .map(|s| s.lock().slots.capacity() * 16)
+            .sum();
+        (tables + SHARDS * std::mem::size_of::<Mutex<Table>>()) as u64
+    }
+
+    /// Calls `f` with every (hash, entry), one shard at a time (the shard is locked while
+    /// `f` runs on its entries, so `f` must not call back into the index).
+    pub fn for_each(&self, mut f: impl FnMut(u64, Entry)) {
+        for s in self.shards.iter() {
+            let t = s.lock();
+            for &[k, v] in &t.slots {
+                if k > TOMB {
+                    f(k, Entry::unpack(v));
+                }
+            }
+        }
+    }
+
+    /// Appends every (hash, packed entry) to `out` as 16 little-endian bytes.
+    pub fn dump(&self, out: &mut Vec<u8>) {
+        for s in self.shards.iter() {
+            let t = s.lock();
+            out.reserve(t.len * 16);
+            for &[k, v] in &t.slots {
+                if k > TOMB {
+                    out.extend_from_slice(&k.to_le_bytes());
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+    }
+
+    /// Removes every entry for which `keep` returns false.
+    pub fn retain(&self, mut keep: impl FnMut(u64, Entry) -> bool) {
+        for s in self.shards.iter() {
+            let mut t = s.lock();
+            for i in 0..t.slots.len() {
+                let [k, v] = t.slots[i];
+                if k > TOMB && !keep(k, Entry::unpack(v)) {
+                    t.remove_at(i);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_round_trip() {
+        let e = Entry {
+            slot: MAX_SLOTS - 1,
+            offset: MAX_SEGMENT_SIZE - 8,
+            size_class: 63,
+            flags: 7,
+            expiry_hours: EXPIRY_NEVER,
+        };
+        assert_eq!(Entry::unpack(e.pack()), e);
+        let e = Entry {
+            slot: 3,
+            offset: 4096,
+            size_class: 20,
+            flags: Entry::LARGE,
+            expiry_hours: 12345,
+        };
+        assert_eq!(Entry::unpack(e.pack()), e);
+    }
+
+    #[test]
+    fn size_classes_cover_lengths() {
+        for len in [1u64, 7, 64, 100, 4095, 4096, 1 << 20, (1 << 27) + 1] {
+            let c = size_class(len);
+            assert!(class_len(c) >= len);
+            assert!(c == 0 || class_len(c - 1) < len);
+            assert!(class_len(c) <= len * 3 / 2 + 1, "len {len} class {c}");
+        }
+    }
+
+    #[test]
+    fn insert_get_remove_many() {
+        let idx = Index::new();
+        let n = 200_000u64;
+        let e = |i: u64| Entry {
+            slot: (i % 100) as u32,
+            offset: (i % 1000) * 8,
+            size_class: 5,
+            flags: 0,
+            expiry_hours: 1,
+        };
+        for i in 0..n {
+            assert!(idx.insert(key_hash(&i.to_le_bytes()), e(i)).is_none());
+        }
+        assert_eq!(idx.len(), n as usize);
+        for i in 0..n {
+            assert_eq!(idx.get(key_hash(&i.to_le_bytes())), Some(e(i)));
+        }
+        for i in (0..n).step_by(2) {
+            assert!(idx.remove(key_hash(&i.to_le_bytes())).is_some());
+        }
+        for i in 0..n {
+            assert_eq!(idx.get(key_hash(&i.to_le_bytes())).is_some(), i % 2 == 1);
+        }
+        // Churn through tombstones.
+        for i in n..3 * n {
+            idx.insert(key_hash(&i.to_le_bytes()), e(i));
+            idx.remove(key_hash(&(i - 1).to_le_bytes()));
+        }
+        let per_object = idx.memory_bytes() as f64 / idx.len() as f64;
+        assert!(per_object < 40.0, "{per_object} bytes per object");
+    }
+}
