@@ -7,7 +7,7 @@ use crate::admin::{self, Admin};
 use crate::config::Resolved;
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, Runtime, Viewer};
-use crate::store::{MemoryStore, Store};
+use crate::store::Store;
 use anyhow::Context;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -175,8 +175,11 @@ impl Node {
                 _ = &mut deadline => break,
             }
         }
-        if let Err(e) = self.proxy.store.checkpoint() {
-            tracing::error!(error = %e, "could not write the store checkpoint at shutdown");
+        // close() flushes the write buffer, writes the index checkpoint and releases the
+        // store's lock.
+        let store = self.proxy.store.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || store.close()).await {
+            tracing::error!(error = %e, "closing the store failed");
         }
         if let Err(e) = self.proxy.invalidations.persist() {
             tracing::error!("{e:#}");
@@ -188,7 +191,15 @@ impl Node {
 
 fn open_store(config: &Resolved) -> anyhow::Result<Arc<dyn Store>> {
     let s = &config.file.store;
-    Ok(Arc::new(MemoryStore::new(s.memory.bytes())))
+    let store = crate::store::disk::DiskStore::open(s)
+        .map_err(anyhow::Error::new)
+        .with_context(|| {
+            format!(
+                "cannot open the cache store at {} (store.path)",
+                s.path.display()
+            )
+        })?;
+    Ok(Arc::new(store))
 }
 
 /// The hyper connection builder for viewers: HTTP/1.1 and h2c, header limits per SPEC.

@@ -43,7 +43,17 @@ async fn health_and_readiness_answer_200() {
     let origin = Origin::start().await;
     let node = start_node(&origin, CACHE_EVERYTHING).await;
     assert_eq!(node.admin_get("/healthz").await.status, 200);
-    assert_eq!(node.admin_get("/readyz").await.status, 200);
+    // Ready once the store's index is loaded (its tail replay runs in the background).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let status = node.admin_get("/readyz").await.status;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "not ready yet is 503");
+        assert!(std::time::Instant::now() < deadline, "never became ready");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     node.shutdown().await;
 }
 

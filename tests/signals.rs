@@ -203,7 +203,7 @@ async fn sigterm_under_load_finishes_every_in_flight_response_and_exits_0() {
 /// Warm restart needs the disk store (branch `disk`). Until `DiskStore` is in main the node
 /// runs on the memory store, which cannot be warm; remove the `ignore` when it merges.
 #[tokio::test]
-#[ignore = "needs the disk store (branch disk); un-ignore when DiskStore is in main"]
+
 async fn sigterm_checkpoints_and_the_next_start_is_warm() {
     let origin = Origin::start().await;
     let dir = tempfile::tempdir().unwrap();

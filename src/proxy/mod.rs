@@ -560,11 +560,11 @@ impl Proxy {
         let (resp, origin) = match sent {
             Ok(r) => r,
             Err(e) => {
-                fill.publish_head(FillHead::Failed {
+                let head = FillHead::Failed {
                     timeout: e.is_timeout(),
                     message: e.to_string().into(),
-                });
-                fill.finish(false);
+                };
+                self.end_fill(primary, fill, head, false);
                 return;
             }
         };
@@ -606,23 +606,23 @@ impl Proxy {
                     meta: Arc::new(meta),
                     body: base.body.clone(),
                 };
-                fill.publish_head(FillHead::Stored {
+                let head = FillHead::Stored {
                     object,
                     fwd_status: 304,
                     detail: None,
-                });
-                fill.finish(true);
+                };
+                self.end_fill(primary, fill, head, true);
                 return;
             }
             if status.is_server_error()
                 && freshness::stale_if_error_allows(&base.meta, &HeaderMap::new(), response_time)
             {
-                fill.publish_head(FillHead::Stored {
+                let head = FillHead::Stored {
                     object: base.clone(),
                     fwd_status: status.as_u16(),
                     detail: Some("stale-if-error"),
-                });
-                fill.finish(true);
+                };
+                self.end_fill(primary, fill, head, true);
                 return;
             }
         }
@@ -718,17 +718,32 @@ impl Proxy {
                             writer = None;
                         }
                     }
+                    if content_length == Some(received) {
+                        // The last byte: make the object visible and retire the fill before
+                        // any viewer can see the body end, so a follow-up request is a hit.
+                        finish_store(writer.take(), &meta.key);
+                        self.coalescer.complete(primary, fill);
+                        fill.push_chunk(data);
+                        fill.finish(true);
+                        return;
+                    }
                     fill.push_chunk(data);
                 }
             }
         };
         if complete {
-            if let Some(w) = writer.take() {
-                if let Err(e) = w.finish() {
-                    tracing::debug!(key = %meta.key, error = %e, "store finish failed");
-                }
-            }
+            finish_store(writer.take(), &meta.key);
         }
+        self.coalescer.complete(primary, fill);
+        fill.finish(complete);
+    }
+
+    /// Ends a fill with a head that needs no body streaming. The fill leaves the table
+    /// before anyone can see its answer, so a follow-up request starts afresh rather than
+    /// joining a finished fill.
+    fn end_fill(&self, primary: &str, fill: &Arc<Fill>, head: FillHead, complete: bool) {
+        self.coalescer.complete(primary, fill);
+        fill.publish_head(head);
         fill.finish(complete);
     }
 
@@ -965,6 +980,15 @@ fn https_authority(host: &str, tls_port: Option<u16>) -> String {
     match tls_port {
         Some(p) if p != 443 => format!("{name}:{p}"),
         _ => name.to_string(),
+    }
+}
+
+/// Makes a completely received object visible in the store.
+fn finish_store(writer: Option<Box<dyn ObjectWriter>>, key: &str) {
+    if let Some(w) = writer {
+        if let Err(e) = w.finish() {
+            tracing::debug!(%key, error = %e, "store finish failed");
+        }
     }
 }
 

@@ -125,6 +125,9 @@ pub trait Store: Send + Sync + 'static {
     fn is_ready(&self) -> bool {
         true
     }
+    /// Flushes, checkpoints and releases the store (its lock file): called once when the
+    /// node stops. The store may refuse writes afterwards.
+    fn close(&self) {}
 }
 
 /// Reads a whole body into memory (small bodies, tests and tools).

@@ -123,7 +123,8 @@ pub(crate) struct Inner {
     stop_cv: Condvar,
     checkpoint_interval: Duration,
     pub(crate) counters: Counters,
-    _lock: Option<StoreLock>,
+    /// Released by `close`, so the directory can be opened again (a restart in-process).
+    lock: Mutex<Option<StoreLock>>,
 }
 
 /// The disk store. Cheap to share: clone the `Arc` it is usually held in.
@@ -211,7 +212,7 @@ impl DiskStore {
             checkpoint_interval: cfg.checkpoint_interval.0.max(Duration::from_millis(100)),
             counters: Counters::default(),
             opts,
-            _lock: Some(lock),
+            lock: Mutex::new(Some(lock)),
         });
         let mut plan = plan;
         recovery::load_checkpoint(&inner, &mut plan);
@@ -261,6 +262,7 @@ impl DiskStore {
                 tracing::warn!(dir = %self.inner.dir.display(), error = %e, "checkpoint at close failed");
             }
         }
+        self.inner.lock.lock().take();
     }
 
     /// Writes the write buffer to its segment file (no checkpoint, no sync): what the
@@ -1087,6 +1089,14 @@ impl Store for DiskStore {
         self.inner.get(key)
     }
 
+    fn is_ready(&self) -> bool {
+        DiskStore::is_ready(self)
+    }
+
+    fn close(&self) {
+        DiskStore::close(self)
+    }
+
     fn put(&self, meta: ObjectMeta) -> Result<Box<dyn ObjectWriter>, StoreError> {
         let inner = &self.inner;
         inner.writable()?;
@@ -1263,6 +1273,9 @@ impl Store for DiskStore {
 
     fn stats(&self) -> StoreStats {
         let inner = &self.inner;
+        // Lock order is `log`, then `slots` (as `roll` and `checkpoint` take them): never
+        // hold `slots` while waiting for `log`.
+        let buffered = inner.log.lock().buf.len() as u64;
         let bytes = {
             let slots = inner.slots.read();
             slots
@@ -1271,7 +1284,7 @@ impl Store for DiskStore {
                 .filter(|s| s.gen.load(Ordering::Acquire) != 0)
                 .map(|s| s.flushed.load(Ordering::Acquire))
                 .sum::<u64>()
-                + inner.log.lock().buf.len() as u64
+                + buffered
         };
         let ram = inner.ram.stats();
         StoreStats {

@@ -34,11 +34,14 @@ pub(crate) struct Plan {
 
 /// The segment size for a budget of `size` bytes: 1/64 of it as a power of two, between
 /// 1 MiB and 128 MiB, larger if the slot count would exceed what the index addresses.
-pub fn derive_segment_size(size: u64) -> u64 {
+pub fn derive_segment_size(size: u64, chunk_size: u64) -> u64 {
+    // A segment holds at least four chunks and its header: the smallest power of two that
+    // does, so a derived size always passes the check in `plan`.
+    let floor = (4 * chunk_size + 4096).next_power_of_two();
     let mut s = (size / 64)
         .next_power_of_two()
-        .clamp(1 << 20, index::MAX_SEGMENT_SIZE);
-    if s > size / 64 && s > 1 << 20 {
+        .clamp(floor, index::MAX_SEGMENT_SIZE);
+    if s > size / 64 && s > floor {
         s /= 2;
     }
     while size / s > index::MAX_SLOTS as u64 && s < index::MAX_SEGMENT_SIZE {
@@ -67,7 +70,7 @@ pub(crate) fn plan(dir: &Path, size: u64, opts: &DiskOptions) -> Result<Plan, Pl
     let existing_size = found.iter().filter_map(|f| f.2.map(|h| h.size)).max();
     let seg_size = match (existing_size, opts.segment_size) {
         (Some(s), _) => s,
-        (None, 0) => derive_segment_size(size),
+        (None, 0) => derive_segment_size(size, opts.chunk_size),
         (None, s) => s,
     };
     if seg_size > index::MAX_SEGMENT_SIZE || seg_size < 4 * opts.chunk_size + 4096 {
