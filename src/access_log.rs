@@ -530,51 +530,74 @@ fn field(out: &mut String, v: Option<&str>) {
 }
 
 fn cloudfront_line(out: &mut String, e: &Entry, node: &str, id: &str, behaviour: &str) {
+    // Written straight into the line buffer: no per-field allocation.
     let (date, time) = utc(e.start_ms / 1000);
-    let ct = e.content_type.as_deref();
-    let cl = e.content_length.map(|n| n.to_string());
     let result = result_type(e);
-    let mut cols: Vec<Option<String>> = Vec::with_capacity(FIELDS.len());
-    cols.push(Some(date));
-    cols.push(Some(time));
-    cols.push(Some(node.to_string()));
-    cols.push(Some(e.body_bytes.to_string()));
-    cols.push(Some(e.client.ip().to_string()));
-    cols.push(Some(e.method.to_string()));
-    cols.push(e.host.clone());
-    cols.push(Some(e.path.clone()));
-    cols.push(Some(e.status.to_string()));
-    cols.push(e.referer.clone());
-    cols.push(e.user_agent.clone());
-    cols.push(e.query.clone());
-    cols.push(None); // cs(Cookie): not logged
-    cols.push(Some(result.into()));
-    cols.push(Some(id.to_string()));
-    cols.push(e.host.clone());
-    cols.push(Some(if e.tls { "https" } else { "http" }.into()));
-    cols.push(Some(e.request_bytes.to_string()));
-    cols.push(Some(format!("{:.3}", e.time_taken)));
-    cols.push(e.forwarded_for.clone());
-    cols.push(None); // ssl-protocol
-    cols.push(None); // ssl-cipher
-    cols.push(Some(result.into()));
-    cols.push(Some(protocol_version(e.version).into()));
-    cols.push(None); // fle-status
-    cols.push(None); // fle-encrypted-fields
-    cols.push(Some(e.client.port().to_string()));
-    cols.push(Some(format!("{:.3}", e.ttfb)));
-    cols.push(Some(detailed_type(e).into()));
-    cols.push(ct.map(str::to_string));
-    cols.push(cl);
-    cols.push(None); // sc-range-start
-    cols.push(None); // sc-range-end
-    cols.push(Some(behaviour.to_string()));
-    for (i, c) in cols.iter().enumerate() {
-        if i > 0 {
-            out.push('\t');
-        }
-        field(out, c.as_deref());
+    let sep = |out: &mut String| out.push('\t');
+    let num = |out: &mut String, n: u64| {
+        let _ = write!(out, "{n}");
+    };
+    out.push_str(&date);
+    sep(out);
+    out.push_str(&time);
+    sep(out);
+    field(out, Some(node));
+    sep(out);
+    num(out, e.body_bytes);
+    sep(out);
+    let _ = write!(out, "{}", e.client.ip());
+    sep(out);
+    out.push_str(e.method.as_str());
+    sep(out);
+    field(out, e.host.as_deref());
+    sep(out);
+    field(out, Some(&e.path));
+    sep(out);
+    num(out, e.status as u64);
+    sep(out);
+    field(out, e.referer.as_deref());
+    sep(out);
+    field(out, e.user_agent.as_deref());
+    sep(out);
+    field(out, e.query.as_deref());
+    sep(out);
+    out.push('-'); // cs(Cookie): not logged
+    sep(out);
+    out.push_str(result);
+    sep(out);
+    out.push_str(id);
+    sep(out);
+    field(out, e.host.as_deref());
+    sep(out);
+    out.push_str(if e.tls { "https" } else { "http" });
+    sep(out);
+    num(out, e.request_bytes);
+    sep(out);
+    let _ = write!(out, "{:.3}", e.time_taken);
+    sep(out);
+    field(out, e.forwarded_for.as_deref());
+    // ssl-protocol, ssl-cipher
+    out.push_str("\t-\t-\t");
+    out.push_str(result);
+    sep(out);
+    out.push_str(protocol_version(e.version));
+    // fle-status, fle-encrypted-fields
+    out.push_str("\t-\t-\t");
+    num(out, e.client.port() as u64);
+    sep(out);
+    let _ = write!(out, "{:.3}", e.ttfb);
+    sep(out);
+    out.push_str(detailed_type(e));
+    sep(out);
+    field(out, e.content_type.as_deref());
+    sep(out);
+    match e.content_length {
+        Some(n) => num(out, n),
+        None => out.push('-'),
     }
+    // sc-range-start, sc-range-end
+    out.push_str("\t-\t-\t");
+    field(out, Some(behaviour));
 }
 
 fn json_line(out: &mut String, e: &Entry, node: &str, id: &str, behaviour: &str) {
