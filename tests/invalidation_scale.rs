@@ -1,10 +1,11 @@
-//! Invalidation latency with a million objects stored (a benchmark, run on demand):
+//! Invalidation latency with many objects stored. CI runs it with 20,000 objects; the
+//! benchmark figure uses a million:
 //!
 //! ```sh
-//! cargo test --test invalidation_scale -- --ignored --nocapture
+//! STRATA_INVALIDATION_OBJECTS=1000000 cargo test --release --test invalidation_scale -- --nocapture
 //! ```
 //!
-//! Fills a node's store with 1,000,000 objects directly (no origin round trips), then times
+//! Fills a node's store with that many objects directly (no origin round trips), then times
 //! `POST /invalidations` for an exact path and for a wildcard covering every object, from the
 //! request to the moment the object is hidden, and the background reclaim pass.
 
@@ -14,8 +15,11 @@ use std::time::Instant;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark: a million objects; run with --ignored"]
-async fn invalidation_latency_with_a_million_objects() {
+async fn invalidation_latency_with_many_objects() {
+    let n: u32 = std::env::var("STRATA_INVALIDATION_OBJECTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
     let origin = Origin::start().await;
     let dir = tempfile::tempdir().unwrap();
     let toml = config(&origin.url(), dir.path(), "127.0.0.1:0", "")
@@ -25,7 +29,7 @@ async fn invalidation_latency_with_a_million_objects() {
     let store = node.proxy.store.clone();
     let t0 = Instant::now();
     let old = strata::time::now_ms() - 1000;
-    for i in 0..1_000_000u32 {
+    for i in 0..n {
         let mut m = strata::store::ObjectMeta::new(
             format!("example.com/objects/{}/{i}.bin", i % 1000),
             http::StatusCode::OK,
@@ -38,7 +42,7 @@ async fn invalidation_latency_with_a_million_objects() {
     }
     let objects = store.stats().objects;
     eprintln!("filled {objects} objects in {:?}", t0.elapsed());
-    assert!(objects >= 990_000, "{objects}");
+    assert!(objects >= u64::from(n) * 99 / 100, "{objects} of {n}");
 
     let probe = store.get("example.com/objects/7/7.bin").unwrap();
     let t = Instant::now();
@@ -75,7 +79,7 @@ async fn invalidation_latency_with_a_million_objects() {
     }
     let reclaim = t.elapsed();
     eprintln!(
-        "1M objects: exact invalidation {exact:?} (POST to answer, rule live), wildcard over all \
+        "{n} objects: exact invalidation {exact:?} (POST to answer, rule live), wildcard over all \
          {wildcard:?}, background reclaim emptied the store {reclaim:?} after the wildcard"
     );
     node.shutdown().await;

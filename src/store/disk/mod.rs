@@ -550,14 +550,22 @@ impl Inner {
                 .slot(slot)
                 .map(|s| s.gen.load(Ordering::Acquire))
                 .unwrap_or(0);
-            Body::Reader(Arc::new(InlineReader::new(
+            let reader = InlineReader::new(
                 self.clone(),
                 slot,
                 gen,
                 offset + hd.data_offset(),
                 hd.inline_len as u64,
                 hd.data_crc,
-            )))
+            );
+            // A body longer than the first read but small enough for the RAM tier is read
+            // whole (crc-checked) when it is about to be promoted, so hot objects of any
+            // size the RAM tier takes are served from memory.
+            if e.has(Entry::REFERENCED) && hd.inline_len as u64 <= self.ram.max_object() {
+                Body::Memory(reader.load().map_err(StoreError::Io)?)
+            } else {
+                Body::Reader(Arc::new(reader))
+            }
         };
         let object = Object {
             meta: Arc::new(meta),

@@ -54,7 +54,8 @@ impl InlineReader {
         }
     }
 
-    fn load(&self) -> io::Result<Bytes> {
+    /// Reads the whole body and checks its crc (once; later calls reuse it).
+    pub(crate) fn load(&self) -> io::Result<Bytes> {
         let mut cached = self.data.lock();
         if let Some(d) = cached.as_ref() {
             return Ok(d.clone());
