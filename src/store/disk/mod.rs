@@ -26,6 +26,7 @@ pub mod reader;
 pub mod record;
 mod recovery;
 pub mod segment;
+pub mod survey;
 
 use crate::config::StoreConfig;
 use crate::store::{
@@ -192,6 +193,10 @@ impl DiskStore {
             },
         })?;
         let nslots = plan.nslots;
+        let mut opts = opts;
+        // A chunk (plus its record header) must fit a quarter segment; an existing store
+        // keeps its segment size, so the chunk size follows it.
+        opts.chunk_size = opts.chunk_size.clamp(4096, (plan.seg_size - 4096) / 4);
         let inner = Arc::new(Inner {
             dir: dir.clone(),
             seg_size: plan.seg_size,
@@ -529,9 +534,9 @@ impl Inner {
             Body::Reader(Arc::new(ChunkedReader::new(
                 self.clone(),
                 h,
+                *e,
                 head.table,
                 hd.body_len,
-                self.opts.chunk_size,
             )))
         } else if bytes.len() as u64 >= hd.data_offset() + hd.inline_len as u64 {
             let data = head

@@ -88,7 +88,7 @@ pub struct Header {
     pub head_crc: u32,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum RecordError {
     #[error("not a record (bad magic)")]
     BadMagic,

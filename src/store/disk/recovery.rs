@@ -70,11 +70,10 @@ pub(crate) fn plan(dir: &Path, size: u64, opts: &DiskOptions) -> Result<Plan, Pl
         (None, 0) => derive_segment_size(size),
         (None, s) => s,
     };
-    if seg_size > index::MAX_SEGMENT_SIZE || seg_size < 4 * opts.chunk_size + 4096 {
+    if !(64 << 10..=index::MAX_SEGMENT_SIZE).contains(&seg_size) {
         return Err(PlanError::Config(format!(
-            "segment size {seg_size} must be at most {} and at least 4 chunks of {} bytes",
+            "segment size {seg_size} must be between 64 KiB and {} bytes",
             index::MAX_SEGMENT_SIZE,
-            opts.chunk_size
         )));
     }
     let nslots = size / seg_size;
