@@ -616,3 +616,26 @@ fn eviction_churn_never_serves_a_wrong_body() {
     }
     assert!(back > 50, "{back}");
 }
+
+/// The RAM tier holds hot bodies and never serves a copy the disk no longer agrees with.
+#[test]
+fn the_ram_tier_follows_puts_refreshes_and_removals() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), 64 * MIB, small());
+    let key = "GET http://h/hot";
+    put(&s, key, &Bytes::from_static(b"version one")).unwrap();
+    for _ in 0..3 {
+        assert_eq!(read_all(&s.get(key).unwrap().body).unwrap(), "version one");
+    }
+    assert!(s.stats().memory_bytes > 0, "a hot object is held in RAM");
+    let mut m = meta_for(key);
+    m.headers.insert("x-v", HeaderValue::from_static("2"));
+    assert!(s.update_meta(m).unwrap());
+    let o = s.get(key).unwrap();
+    assert_eq!(o.meta.headers["x-v"], "2");
+    assert_eq!(read_all(&o.body).unwrap(), "version one");
+    put(&s, key, &Bytes::from_static(b"version two")).unwrap();
+    assert_eq!(read_all(&s.get(key).unwrap().body).unwrap(), "version two");
+    assert!(s.remove(key));
+    assert!(s.get(key).is_none());
+}
