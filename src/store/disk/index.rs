@@ -115,7 +115,16 @@ pub fn class_len(c: u8) -> u64 {
 
 /// The smallest size class whose bound holds `len`.
 pub fn size_class(len: u64) -> u8 {
-    (0..64u8).find(|&c| class_len(c) >= len).unwrap_or(63)
+    if len <= 1 {
+        return 0;
+    }
+    let k = 64 - (len - 1).leading_zeros(); // 2^k >= len > 2^(k-1)
+    let c = if class_len((2 * k - 1) as u8) >= len {
+        2 * k - 1
+    } else {
+        2 * k
+    };
+    c.min(63) as u8
 }
 
 #[derive(Default)]
@@ -366,7 +375,13 @@ mod tests {
 
     #[test]
     fn size_classes_cover_lengths() {
-        for len in [1u64, 7, 64, 100, 4095, 4096, 1 << 20, (1 << 27) + 1] {
+        for len in (1u64..5000).chain([
+            1 << 20,
+            (1 << 20) + 1,
+            3 << 19,
+            (3 << 19) + 1,
+            (1 << 27) + 1,
+        ]) {
             let c = size_class(len);
             assert!(class_len(c) >= len);
             assert!(c == 0 || class_len(c - 1) < len);
