@@ -169,17 +169,23 @@ pub(crate) fn load_checkpoint(inner: &Inner, plan: &mut Plan) {
         })
         .collect();
     let mut dropped = 0u64;
+    inner.index.reserve(c.len());
+    let mut batch = Vec::with_capacity(BATCH);
     for (h, v) in c.iter() {
         let e = Entry::unpack(v);
         let ok = (e.slot as usize) < gens.len()
             && gens[e.slot as usize] != 0
             && c.header.slot_gens.get(e.slot as usize) == Some(&gens[e.slot as usize]);
         if ok {
-            inner.index.insert(h, e);
+            batch.push((h, Some(e)));
+            if batch.len() == BATCH {
+                inner.index.apply_batch(&mut batch);
+            }
         } else {
             dropped += 1;
         }
     }
+    inner.index.apply_batch(&mut batch);
     if dropped > 0 {
         tracing::info!(
             dropped,
@@ -189,9 +195,27 @@ pub(crate) fn load_checkpoint(inner: &Inner, plan: &mut Plan) {
 }
 
 /// Replays the tail into the index, then marks the store ready.
+/// Changes applied to the index at once during bulk loads.
+const BATCH: usize = 1 << 16;
+
 pub(crate) fn replay_tail(inner: &Inner, plan: &Plan) {
     let t0 = Instant::now();
     let mut records = 0u64;
+    let mut batch = Vec::with_capacity(BATCH);
+    // Room for the tail's records, estimated at one per 4 KiB and at most 8 million
+    // (the index grows past that if needed): a guess must not cost gigabytes.
+    let tail_bytes: u64 = plan
+        .tail
+        .iter()
+        .filter_map(|&(slot, _, start)| {
+            inner
+                .slot(slot)
+                .map(|s| s.flushed.load(Ordering::Acquire).saturating_sub(start))
+        })
+        .sum();
+    inner
+        .index
+        .reserve(((tail_bytes / 4096) as usize).min(8 << 20));
     for &(slot, gen, start) in &plan.tail {
         let Some(s) = inner.slot(slot) else { continue };
         if s.gen.load(Ordering::Acquire) != gen {
@@ -203,7 +227,12 @@ pub(crate) fn replay_tail(inner: &Inner, plan: &Plan) {
             match item {
                 ScanItem::Record { offset, head, .. } => {
                     records += 1;
-                    apply(inner, slot, offset, &head);
+                    if let Some(op) = change(inner, slot, offset, &head) {
+                        batch.push(op);
+                        if batch.len() == BATCH {
+                            inner.index.apply_batch(&mut batch);
+                        }
+                    }
                 }
                 ScanItem::Bad { .. } => bad += 1,
             }
@@ -218,6 +247,7 @@ pub(crate) fn replay_tail(inner: &Inner, plan: &Plan) {
             );
         }
     }
+    inner.index.apply_batch(&mut batch);
     inner
         .counters
         .replayed_records
@@ -229,7 +259,13 @@ pub(crate) fn replay_tail(inner: &Inner, plan: &Plan) {
     inner.set_ready();
 }
 
-fn apply(inner: &Inner, slot: u32, offset: u64, head: &super::record::Head) {
+/// The index change a replayed record makes, if any.
+fn change(
+    inner: &Inner,
+    slot: u32,
+    offset: u64,
+    head: &super::record::Head,
+) -> Option<(u64, Option<Entry>)> {
     let h = head.header;
     let chunked = h.flags & FLAG_CHUNKED != 0;
     let mut e = Entry {
@@ -240,19 +276,15 @@ fn apply(inner: &Inner, slot: u32, offset: u64, head: &super::record::Head) {
         expiry_hours: index::expiry_hours(h.expires_at),
     };
     match h.kind {
-        Kind::Object => {
-            inner.index.insert(h.key_hash, e);
-        }
+        Kind::Object => Some((h.key_hash, Some(e))),
         Kind::Meta => {
-            let Some(r) = head.table.first() else { return };
-            if inner.gen_lo(r.slot) == Some(r.len) {
+            let r = head.table.first()?;
+            (inner.gen_lo(r.slot) == Some(r.len)).then(|| {
                 e.flags |= Entry::INDIRECT;
-                inner.index.insert(h.key_hash, e);
-            }
+                (h.key_hash, Some(e))
+            })
         }
-        Kind::Tombstone => {
-            inner.index.remove(h.key_hash);
-        }
-        Kind::Chunk => {}
+        Kind::Tombstone => Some((h.key_hash, None)),
+        Kind::Chunk => None,
     }
 }
