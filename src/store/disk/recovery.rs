@@ -9,7 +9,7 @@
 use super::checkpoint::Checkpoint;
 use super::index::{self, Entry};
 use super::record::{Kind, FLAG_CHUNKED};
-use super::segment::{self, ScanItem, SegmentHeader, SEGMENT_HEADER_LEN};
+use super::segment::{self, FastItem, SegmentHeader, SEGMENT_HEADER_LEN};
 use super::{DiskOptions, Inner, Slot};
 use std::io;
 use std::path::Path;
@@ -223,18 +223,23 @@ pub(crate) fn replay_tail(inner: &Inner, plan: &Plan) {
         }
         let end = s.flushed.load(Ordering::Acquire);
         let mut bad = 0u64;
-        for item in segment::Scanner::new(&s.file, start, end) {
+        let mut scanner = segment::Scanner::new(&s.file, start, end);
+        while let Some(item) = scanner.next_fast() {
             match item {
-                ScanItem::Record { offset, head, .. } => {
+                FastItem::Record {
+                    offset,
+                    header,
+                    first_ref,
+                } => {
                     records += 1;
-                    if let Some(op) = change(inner, slot, offset, &head) {
+                    if let Some(op) = change(inner, slot, offset, &header, first_ref) {
                         batch.push(op);
                         if batch.len() == BATCH {
                             inner.index.apply_batch(&mut batch);
                         }
                     }
                 }
-                ScanItem::Bad { .. } => bad += 1,
+                FastItem::Bad { .. } => bad += 1,
             }
         }
         if bad > 0 {
@@ -264,9 +269,9 @@ fn change(
     inner: &Inner,
     slot: u32,
     offset: u64,
-    head: &super::record::Head,
+    h: &super::record::Header,
+    first_ref: Option<super::record::Ref>,
 ) -> Option<(u64, Option<Entry>)> {
-    let h = head.header;
     let chunked = h.flags & FLAG_CHUNKED != 0;
     let mut e = Entry {
         slot,
@@ -278,7 +283,7 @@ fn change(
     match h.kind {
         Kind::Object => Some((h.key_hash, Some(e))),
         Kind::Meta => {
-            let r = head.table.first()?;
+            let r = first_ref?;
             (inner.gen_lo(r.slot) == Some(r.len)).then(|| {
                 e.flags |= Entry::INDIRECT;
                 (h.key_hash, Some(e))
