@@ -203,7 +203,7 @@ impl<'a> Scanner<'a> {
         loop {
             if self.pos + HEADER_LEN as u64 > self.end {
                 self.done = true;
-                let tail = bad_start.map(|(o, e)| (o, e)).or_else(|| {
+                let tail = bad_start.or_else(|| {
                     (self.pos < self.end).then(|| {
                         (
                             self.pos,
