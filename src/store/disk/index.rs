@@ -167,24 +167,34 @@ impl Table {
         None
     }
 
+    /// Inserts or replaces in one probe: the key is looked for up to the first empty
+    /// entry, remembering the first reusable (deleted) entry on the way.
     fn insert(&mut self, h: u64, v: u64) -> Option<u64> {
-        if let Some(i) = self.find(h) {
-            return Some(std::mem::replace(&mut self.slots[i][1], v));
-        }
         if (self.len + self.tombs + 1) * 10 > self.slots.len() * 9 {
             self.grow();
         }
         let nb = self.buckets();
         let mut b = self.home(h);
+        let mut free: Option<usize> = None;
         loop {
             let base = b * BUCKET;
             for i in base..base + BUCKET {
                 let k = self.slots[i][0];
-                if k == EMPTY || k == TOMB {
-                    if k == TOMB {
-                        self.tombs -= 1;
-                    }
-                    self.slots[i] = [h, v];
+                if k == h {
+                    return Some(std::mem::replace(&mut self.slots[i][1], v));
+                }
+                if k == TOMB && free.is_none() {
+                    free = Some(i);
+                }
+                if k == EMPTY {
+                    let at = match free {
+                        Some(t) => {
+                            self.tombs -= 1;
+                            t
+                        }
+                        None => i,
+                    };
+                    self.slots[at] = [h, v];
                     self.len += 1;
                     return None;
                 }
@@ -304,6 +314,18 @@ impl Index {
 
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().len).sum()
+    }
+
+    /// Gives back memory a bulk load reserved but did not use (tables under 40% full are
+    /// rebuilt at 80%).
+    pub fn shrink_to_fit(&self) {
+        for s in self.shards.iter() {
+            let mut t = s.lock();
+            if t.len * 10 < t.slots.len() * 4 {
+                let want = (t.len * 10 / 8).div_ceil(BUCKET).max(1);
+                t.rebuild(want);
+            }
+        }
     }
 
     /// Makes room for `n` more entries spread over the shards (bulk loads).

@@ -202,8 +202,9 @@ pub(crate) fn replay_tail(inner: &Inner, plan: &Plan) {
     let t0 = Instant::now();
     let mut records = 0u64;
     let mut batch = Vec::with_capacity(BATCH);
-    // Room for the tail's records, estimated at one per 4 KiB and at most 8 million
-    // (the index grows past that if needed): a guess must not cost gigabytes.
+    // Room for the tail's records, estimated generously at one per 256 bytes but at most
+    // 4 million (64 MB; the index grows past that if needed), so that the replay does not
+    // rehash as it goes; what is not used is given back after.
     let tail_bytes: u64 = plan
         .tail
         .iter()
@@ -215,7 +216,7 @@ pub(crate) fn replay_tail(inner: &Inner, plan: &Plan) {
         .sum();
     inner
         .index
-        .reserve(((tail_bytes / 4096) as usize).min(8 << 20));
+        .reserve(((tail_bytes / 256) as usize).min(4 << 20));
     for &(slot, gen, start) in &plan.tail {
         let Some(s) = inner.slot(slot) else { continue };
         if s.gen.load(Ordering::Acquire) != gen {
@@ -253,6 +254,7 @@ pub(crate) fn replay_tail(inner: &Inner, plan: &Plan) {
         }
     }
     inner.index.apply_batch(&mut batch);
+    inner.index.shrink_to_fit();
     inner
         .counters
         .replayed_records
