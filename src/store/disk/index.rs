@@ -342,7 +342,8 @@ impl Index {
     /// order), so each shard's table is visited once while it is in cache: bulk loads
     /// (checkpoint, replay) run several times faster than one insert at a time.
     pub fn apply_batch(&self, batch: &mut Vec<(u64, Option<Entry>)>) {
-        batch.sort_by_key(|&(h, _)| h >> 56);
+        // By shard, then by home position: each table is then written front to back.
+        batch.sort_by_key(|&(h, _)| (h >> 56, h as u32));
         let mut i = 0;
         while i < batch.len() {
             let shard = batch[i].0 >> 56;

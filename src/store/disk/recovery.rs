@@ -196,7 +196,7 @@ pub(crate) fn load_checkpoint(inner: &Inner, plan: &mut Plan) {
 
 /// Replays the tail into the index, then marks the store ready.
 /// Changes applied to the index at once during bulk loads.
-const BATCH: usize = 1 << 16;
+const BATCH: usize = 1 << 20;
 
 pub(crate) fn replay_tail(inner: &Inner, plan: &Plan) {
     let t0 = Instant::now();
