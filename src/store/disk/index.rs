@@ -341,9 +341,12 @@ impl Index {
     /// batch is grouped by shard first (a stable sort, so changes to one key keep their
     /// order), so each shard's table is visited once while it is in cache: bulk loads
     /// (checkpoint, replay) run several times faster than one insert at a time.
-    pub fn apply_batch(&self, batch: &mut Vec<(u64, Option<Entry>)>) {
+    /// `presorted`: the batch is already in that order (a checkpoint is dumped that way).
+    pub fn apply_batch(&self, batch: &mut Vec<(u64, Option<Entry>)>, presorted: bool) {
         // By shard, then by home position: each table is then written front to back.
-        batch.sort_by_key(|&(h, _)| (h >> 56, h as u32));
+        if !presorted {
+            batch.sort_by_key(|&(h, _)| (h >> 56, h as u32));
+        }
         let mut i = 0;
         while i < batch.len() {
             let shard = batch[i].0 >> 56;

@@ -170,7 +170,7 @@ pub(crate) fn load_checkpoint(inner: &Inner, plan: &mut Plan) {
         .collect();
     let mut dropped = 0u64;
     inner.index.reserve(c.len());
-    let mut batch = Vec::with_capacity(BATCH);
+    let mut batch = Vec::with_capacity(1 << 16);
     for (h, v) in c.iter() {
         let e = Entry::unpack(v);
         let ok = (e.slot as usize) < gens.len()
@@ -178,14 +178,14 @@ pub(crate) fn load_checkpoint(inner: &Inner, plan: &mut Plan) {
             && c.header.slot_gens.get(e.slot as usize) == Some(&gens[e.slot as usize]);
         if ok {
             batch.push((h, Some(e)));
-            if batch.len() == BATCH {
-                inner.index.apply_batch(&mut batch);
+            if batch.len() == 1 << 16 {
+                inner.index.apply_batch(&mut batch, true);
             }
         } else {
             dropped += 1;
         }
     }
-    inner.index.apply_batch(&mut batch);
+    inner.index.apply_batch(&mut batch, true);
     if dropped > 0 {
         tracing::info!(
             dropped,
@@ -236,7 +236,7 @@ pub(crate) fn replay_tail(inner: &Inner, plan: &Plan) {
                     if let Some(op) = change(inner, slot, offset, &header, first_ref) {
                         batch.push(op);
                         if batch.len() == BATCH {
-                            inner.index.apply_batch(&mut batch);
+                            inner.index.apply_batch(&mut batch, false);
                         }
                     }
                 }
@@ -253,7 +253,7 @@ pub(crate) fn replay_tail(inner: &Inner, plan: &Plan) {
             );
         }
     }
-    inner.index.apply_batch(&mut batch);
+    inner.index.apply_batch(&mut batch, false);
     inner.index.shrink_to_fit();
     inner
         .counters
