@@ -19,6 +19,10 @@ const BUCKET: usize = 8;
 const EMPTY: u64 = 0;
 const TOMB: u64 = 1;
 
+/// In a batch of changes: remove the key. No packed entry is 0, since records start after
+/// the 64-byte segment header.
+pub const REMOVE: u64 = 0;
+
 /// The largest segment the offset field can address.
 pub const MAX_SEGMENT_SIZE: u64 = 1 << 27;
 /// The number of slots the slot field can address.
@@ -337,12 +341,12 @@ impl Index {
         }
     }
 
-    /// Applies a batch of changes in order: `Some(entry)` inserts, `None` removes. The
+    /// Applies a batch of changes in order: a packed entry inserts, [`REMOVE`] removes. The
     /// batch is grouped by shard first (a stable sort, so changes to one key keep their
     /// order), so each shard's table is visited once while it is in cache: bulk loads
     /// (checkpoint, replay) run several times faster than one insert at a time.
     /// `presorted`: the batch is already in that order (a checkpoint is dumped that way).
-    pub fn apply_batch(&self, batch: &mut Vec<(u64, Option<Entry>)>, presorted: bool) {
+    pub fn apply_batch(&self, batch: &mut Vec<(u64, u64)>, presorted: bool) {
         // By shard, then by home position: each table is then written front to back.
         if !presorted {
             batch.sort_by_key(|&(h, _)| (h >> 56, h as u32));
@@ -352,16 +356,13 @@ impl Index {
             let shard = batch[i].0 >> 56;
             let mut t = self.shards[shard as usize].lock();
             while i < batch.len() && batch[i].0 >> 56 == shard {
-                let (h, e) = batch[i];
-                match e {
-                    Some(e) => {
-                        t.insert(h, e.pack());
+                let (h, v) = batch[i];
+                if v == REMOVE {
+                    if let Some(j) = t.find(h) {
+                        t.remove_at(j);
                     }
-                    None => {
-                        if let Some(j) = t.find(h) {
-                            t.remove_at(j);
-                        }
-                    }
+                } else {
+                    t.insert(h, v);
                 }
                 i += 1;
             }

@@ -177,7 +177,7 @@ pub(crate) fn load_checkpoint(inner: &Inner, plan: &mut Plan) {
             && gens[e.slot as usize] != 0
             && c.header.slot_gens.get(e.slot as usize) == Some(&gens[e.slot as usize]);
         if ok {
-            batch.push((h, Some(e)));
+            batch.push((h, v));
             if batch.len() == 1 << 16 {
                 inner.index.apply_batch(&mut batch, true);
             }
@@ -273,7 +273,7 @@ fn change(
     offset: u64,
     h: &super::record::Header,
     first_ref: Option<super::record::Ref>,
-) -> Option<(u64, Option<Entry>)> {
+) -> Option<(u64, u64)> {
     let chunked = h.flags & FLAG_CHUNKED != 0;
     let mut e = Entry {
         slot,
@@ -283,15 +283,15 @@ fn change(
         expiry_hours: index::expiry_hours(h.expires_at),
     };
     match h.kind {
-        Kind::Object => Some((h.key_hash, Some(e))),
+        Kind::Object => Some((h.key_hash, e.pack())),
         Kind::Meta => {
             let r = first_ref?;
             (inner.gen_lo(r.slot) == Some(r.len)).then(|| {
                 e.flags |= Entry::INDIRECT;
-                (h.key_hash, Some(e))
+                (h.key_hash, e.pack())
             })
         }
-        Kind::Tombstone => Some((h.key_hash, None)),
+        Kind::Tombstone => Some((h.key_hash, index::REMOVE)),
         Kind::Chunk => None,
     }
 }
