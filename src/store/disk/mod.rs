@@ -22,15 +22,15 @@ pub mod checkpoint;
 pub mod index;
 pub mod lock;
 mod log;
+pub mod ram;
 pub mod reader;
 pub mod record;
 mod recovery;
 pub mod segment;
+pub mod survey;
 
 use crate::config::StoreConfig;
-use crate::store::{
-    Body, MemoryStore, Object, ObjectMeta, ObjectWriter, Store, StoreError, StoreStats,
-};
+use crate::store::{Body, Object, ObjectMeta, ObjectWriter, Store, StoreError, StoreStats};
 use admission::Doorkeeper;
 use bytes::Bytes;
 use checkpoint::{Checkpoint, CheckpointHeader};
@@ -38,6 +38,7 @@ use index::{Entry, Index};
 use lock::StoreLock;
 use log::Log;
 use parking_lot::{Condvar, Mutex, RwLock};
+use ram::RamTier;
 use reader::{ChunkedReader, InlineReader};
 use record::{Head, Kind, NewRecord, Ref, FLAG_CHUNKED};
 use std::fs::File;
@@ -111,7 +112,7 @@ pub(crate) struct Inner {
     nslots: u32,
     log: Mutex<Log>,
     index: Index,
-    ram: MemoryStore,
+    ram: RamTier,
     doorkeeper: Doorkeeper,
     ready: Mutex<bool>,
     ready_cv: Condvar,
@@ -193,6 +194,10 @@ impl DiskStore {
             },
         })?;
         let nslots = plan.nslots;
+        let mut opts = opts;
+        // A chunk (plus its record header) must fit a quarter segment; an existing store
+        // keeps its segment size, so the chunk size follows it.
+        opts.chunk_size = opts.chunk_size.clamp(4096, (plan.seg_size - 4096) / 4);
         let inner = Arc::new(Inner {
             dir: dir.clone(),
             seg_size: plan.seg_size,
@@ -200,7 +205,7 @@ impl DiskStore {
             slots: RwLock::new(plan.slots.clone()),
             log: Mutex::new(Log::new(plan.next_gen, opts.write_buffer)),
             index: Index::new(),
-            ram: MemoryStore::new(cfg.memory.0),
+            ram: RamTier::new(cfg.memory.0),
             doorkeeper: Doorkeeper::new(),
             ready: Mutex::new(false),
             ready_cv: Condvar::new(),
@@ -510,7 +515,7 @@ impl Inner {
             self.doorkeeper.record_miss(h);
             return None;
         };
-        if let Some(o) = self.ram.get(key) {
+        if let Some(o) = self.ram.get(h, key) {
             return Some(o);
         }
         match self.load(key, h, &e) {
@@ -531,9 +536,9 @@ impl Inner {
             Body::Reader(Arc::new(ChunkedReader::new(
                 self.clone(),
                 h,
+                *e,
                 head.table,
                 hd.body_len,
-                self.opts.chunk_size,
             )))
         } else if bytes.len() as u64 >= hd.data_offset() + hd.inline_len as u64 {
             let data = head
@@ -572,23 +577,22 @@ impl Inner {
             body,
         };
         // Promotion: a second hit since the record was written earns a place in RAM.
-        if e.has(Entry::REFERENCED) {
-            if let Body::Memory(b) = &object.body {
-                self.promote(h, e, &object.meta, b);
-            }
+        // Promotion: every disk hit with its body in hand enters the RAM tier's small
+        // queue; S3-FIFO keeps it only if it is hit again there.
+        if let Body::Memory(b) = &object.body {
+            self.promote(h, e, &object.meta, b);
         }
         Ok(object)
     }
 
-    fn promote(&self, h: u64, e: &Entry, meta: &ObjectMeta, body: &Bytes) {
-        let Ok(mut w) = self.ram.put(meta.clone()) else {
+    fn promote(&self, h: u64, e: &Entry, meta: &Arc<ObjectMeta>, body: &Bytes) {
+        if body.len() as u64 > self.ram.max_object() {
             return;
-        };
-        if w.write(body).is_ok() && w.finish().is_ok() {
-            // A put or removal may have raced with us: keep RAM in line with the index.
-            if !self.index.get(h).is_some_and(|now| now.same_place(e)) {
-                self.ram.remove(&meta.key);
-            }
+        }
+        self.ram.insert(h, meta.clone(), body.clone());
+        // A put or removal may have raced with us: keep RAM in line with the index.
+        if !self.index.get(h).is_some_and(|now| now.same_place(e)) {
+            self.ram.remove(h);
         }
     }
 
@@ -629,7 +633,7 @@ impl Inner {
             self.roll(log)?;
         }
         let (slot, offset) = log.push(rec);
-        if let Some((flags, _)) = index {
+        if let Some((flags, drop_ram)) = index {
             let e = Entry {
                 slot,
                 offset,
@@ -639,7 +643,9 @@ impl Inner {
             };
             log.pending.push((rec.key_hash, e));
             self.index.insert(rec.key_hash, e);
-            self.ram.remove(&String::from_utf8_lossy(rec.key));
+            if drop_ram {
+                self.ram.remove(rec.key_hash);
+            }
         }
         if log.buf.len() >= self.opts.write_buffer {
             self.flush_log(log);
@@ -911,7 +917,7 @@ impl Inner {
                             self.counters.reappended.fetch_add(1, Ordering::Relaxed);
                         }
                     } else if self.index.remove_if_at(h, &e) {
-                        self.ram.remove(&String::from_utf8_lossy(&head.key));
+                        self.ram.remove(h);
                         self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -926,11 +932,9 @@ impl Inner {
                     // Is this chunk part of the object the index points at?
                     let owner = self.resolve_chunk_owner(log, &e, victim, offset);
                     last_chunk_owner = Some((h, owner.is_some()));
-                    if let Some(key) = owner {
-                        if self.index.remove_if_at(h, &e) {
-                            self.ram.remove(&key);
-                            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                        }
+                    if owner.is_some() && self.index.remove_if_at(h, &e) {
+                        self.ram.remove(h);
+                        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 Kind::Tombstone => {}
@@ -1209,17 +1213,9 @@ impl Store for DiskStore {
         if chunked {
             iflags |= Entry::LARGE;
         }
-        let ram_had = inner.ram.get(&meta.key).is_some();
         inner.append(&mut log, &rec, Some((iflags, false)))?;
-        if ram_had {
-            // `append` dropped the RAM copy; the body is unchanged, so keep it hot.
-            drop(log);
-            if let Ok(o) = inner.load(&meta.key, h, &inner.index.get(h).unwrap_or(e)) {
-                if let Body::Memory(b) = &o.body {
-                    inner.promote(h, &inner.index.get(h).unwrap_or(e), &o.meta, b);
-                }
-            }
-        }
+        // The body did not change: a RAM copy stays, with the new metadata.
+        inner.ram.update_meta(h, Arc::new(meta));
         Ok(true)
     }
 
@@ -1243,7 +1239,7 @@ impl Store for DiskStore {
             _ => {}
         }
         inner.index.remove(h);
-        inner.ram.remove(key);
+        inner.ram.remove(h);
         let rec = NewRecord {
             kind: Kind::Tombstone,
             flags: 0,
@@ -1294,12 +1290,12 @@ impl Store for DiskStore {
                 .sum::<u64>()
                 + buffered
         };
-        let ram = inner.ram.stats();
+
         StoreStats {
             objects: inner.index.len() as u64,
             bytes,
             index_memory_bytes: inner.index.memory_bytes(),
-            memory_bytes: ram.memory_bytes,
+            memory_bytes: inner.ram.memory_bytes(),
             degraded: inner.degraded.load(Ordering::Acquire),
         }
     }

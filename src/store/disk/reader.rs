@@ -5,6 +5,7 @@
 //! A reader must never return bytes it has not verified: a failed check is an I/O error
 //! (`InvalidData`), which the proxy turns into an aborted response, never a wrong one.
 
+use super::index::Entry;
 use super::record::{Head, Kind, Ref};
 use super::Inner;
 use bytes::Bytes;
@@ -93,6 +94,8 @@ impl crate::store::BodyReader for InlineReader {
 pub struct ChunkedReader {
     inner: Arc<Inner>,
     key_hash: u64,
+    /// The index entry the object was found by: dropped if a chunk turns out bad.
+    entry: Entry,
     table: Vec<Ref>,
     /// Start offset of each chunk in the body.
     starts: Vec<u64>,
@@ -104,9 +107,9 @@ impl ChunkedReader {
     pub(crate) fn new(
         inner: Arc<Inner>,
         key_hash: u64,
+        entry: Entry,
         table: Vec<Ref>,
         len: u64,
-        _chunk_size: u64,
     ) -> ChunkedReader {
         let mut starts = Vec::with_capacity(table.len());
         let mut at = 0u64;
@@ -117,6 +120,7 @@ impl ChunkedReader {
         ChunkedReader {
             inner,
             key_hash,
+            entry,
             table,
             starts,
             len: at.min(len),
@@ -125,6 +129,22 @@ impl ChunkedReader {
     }
 
     fn chunk(&self, i: usize) -> io::Result<Bytes> {
+        let r = self.read_chunk(i);
+        if r.is_err() && self.inner.index.remove_if_at(self.key_hash, &self.entry) {
+            self.inner
+                .counters
+                .bad_records
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                key_hash = self.key_hash,
+                chunk = i,
+                "dropping an object with a bad chunk"
+            );
+        }
+        r
+    }
+
+    fn read_chunk(&self, i: usize) -> io::Result<Bytes> {
         if let Some((j, b)) = self.last.lock().as_ref() {
             if *j == i {
                 return Ok(b.clone());

@@ -88,7 +88,7 @@ pub struct Header {
     pub head_crc: u32,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum RecordError {
     #[error("not a record (bad magic)")]
     BadMagic,
@@ -254,6 +254,41 @@ impl Head {
         }
         Ok(data)
     }
+}
+
+/// Verifies a whole record held in `b` without copying it: both checksums. Returns the
+/// header and the first table entry (a `Meta` record's body reference). A `DataCrc` error
+/// means the head is intact, so the record can be skipped by its length.
+pub fn verify(b: &[u8]) -> Result<(Header, Option<Ref>), RecordError> {
+    let h = Header::parse(b)?;
+    let doff = h.data_offset() as usize;
+    let dend = doff + h.inline_len as usize;
+    if b.len() < dend {
+        return Err(RecordError::Truncated {
+            need: dend,
+            have: b.len(),
+        });
+    }
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&b[..60]);
+    hasher.update(&b[HEADER_LEN..doff]);
+    if hasher.finalize() != h.head_crc {
+        return Err(RecordError::HeadCrc);
+    }
+    if crc32fast::hash(&b[doff..dend]) != h.data_crc {
+        return Err(RecordError::DataCrc);
+    }
+    let first = (h.table_len > 0).then(|| {
+        let t = HEADER_LEN + h.key_len as usize + h.meta_len as usize;
+        let u = |i: usize| u32::from_le_bytes([b[t + i], b[t + i + 1], b[t + i + 2], b[t + i + 3]]);
+        Ref {
+            slot: u(0),
+            offset: u(4),
+            len: u(8),
+            crc: u(12),
+        }
+    });
+    Ok((h, first))
 }
 
 /// What to write: everything but the checksums and lengths, which `encode` derives.

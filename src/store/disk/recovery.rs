@@ -9,7 +9,7 @@
 use super::checkpoint::Checkpoint;
 use super::index::{self, Entry};
 use super::record::{Kind, FLAG_CHUNKED};
-use super::segment::{self, ScanItem, SegmentHeader, SEGMENT_HEADER_LEN};
+use super::segment::{self, FastItem, SegmentHeader, SEGMENT_HEADER_LEN};
 use super::{DiskOptions, Inner, Slot};
 use std::io;
 use std::path::Path;
@@ -73,11 +73,10 @@ pub(crate) fn plan(dir: &Path, size: u64, opts: &DiskOptions) -> Result<Plan, Pl
         (None, 0) => derive_segment_size(size, opts.chunk_size),
         (None, s) => s,
     };
-    if seg_size > index::MAX_SEGMENT_SIZE || seg_size < 4 * opts.chunk_size + 4096 {
+    if !(64 << 10..=index::MAX_SEGMENT_SIZE).contains(&seg_size) {
         return Err(PlanError::Config(format!(
-            "segment size {seg_size} must be at most {} and at least 4 chunks of {} bytes",
+            "segment size {seg_size} must be between 64 KiB and {} bytes",
             index::MAX_SEGMENT_SIZE,
-            opts.chunk_size
         )));
     }
     let nslots = size / seg_size;
@@ -173,17 +172,23 @@ pub(crate) fn load_checkpoint(inner: &Inner, plan: &mut Plan) {
         })
         .collect();
     let mut dropped = 0u64;
+    inner.index.reserve(c.len());
+    let mut batch = Vec::with_capacity(1 << 16);
     for (h, v) in c.iter() {
         let e = Entry::unpack(v);
         let ok = (e.slot as usize) < gens.len()
             && gens[e.slot as usize] != 0
             && c.header.slot_gens.get(e.slot as usize) == Some(&gens[e.slot as usize]);
         if ok {
-            inner.index.insert(h, e);
+            batch.push((h, v));
+            if batch.len() == 1 << 16 {
+                inner.index.apply_batch(&mut batch, true);
+            }
         } else {
             dropped += 1;
         }
     }
+    inner.index.apply_batch(&mut batch, true);
     if dropped > 0 {
         tracing::info!(
             dropped,
@@ -193,9 +198,28 @@ pub(crate) fn load_checkpoint(inner: &Inner, plan: &mut Plan) {
 }
 
 /// Replays the tail into the index, then marks the store ready.
+/// Changes applied to the index at once during bulk loads.
+const BATCH: usize = 1 << 20;
+
 pub(crate) fn replay_tail(inner: &Inner, plan: &Plan) {
     let t0 = Instant::now();
     let mut records = 0u64;
+    let mut batch = Vec::with_capacity(BATCH);
+    // Room for the tail's records, estimated generously at one per 256 bytes but at most
+    // 4 million (64 MB; the index grows past that if needed), so that the replay does not
+    // rehash as it goes; what is not used is given back after.
+    let tail_bytes: u64 = plan
+        .tail
+        .iter()
+        .filter_map(|&(slot, _, start)| {
+            inner
+                .slot(slot)
+                .map(|s| s.flushed.load(Ordering::Acquire).saturating_sub(start))
+        })
+        .sum();
+    inner
+        .index
+        .reserve(((tail_bytes / 256) as usize).min(4 << 20));
     for &(slot, gen, start) in &plan.tail {
         let Some(s) = inner.slot(slot) else { continue };
         if s.gen.load(Ordering::Acquire) != gen {
@@ -203,13 +227,23 @@ pub(crate) fn replay_tail(inner: &Inner, plan: &Plan) {
         }
         let end = s.flushed.load(Ordering::Acquire);
         let mut bad = 0u64;
-        for item in segment::Scanner::new(&s.file, start, end) {
+        let mut scanner = segment::Scanner::new(&s.file, start, end);
+        while let Some(item) = scanner.next_fast() {
             match item {
-                ScanItem::Record { offset, head, .. } => {
+                FastItem::Record {
+                    offset,
+                    header,
+                    first_ref,
+                } => {
                     records += 1;
-                    apply(inner, slot, offset, &head);
+                    if let Some(op) = change(inner, slot, offset, &header, first_ref) {
+                        batch.push(op);
+                        if batch.len() == BATCH {
+                            inner.index.apply_batch(&mut batch, false);
+                        }
+                    }
                 }
-                ScanItem::Bad { .. } => bad += 1,
+                FastItem::Bad { .. } => bad += 1,
             }
         }
         if bad > 0 {
@@ -222,6 +256,8 @@ pub(crate) fn replay_tail(inner: &Inner, plan: &Plan) {
             );
         }
     }
+    inner.index.apply_batch(&mut batch, false);
+    inner.index.shrink_to_fit();
     inner
         .counters
         .replayed_records
@@ -233,8 +269,14 @@ pub(crate) fn replay_tail(inner: &Inner, plan: &Plan) {
     inner.set_ready();
 }
 
-fn apply(inner: &Inner, slot: u32, offset: u64, head: &super::record::Head) {
-    let h = head.header;
+/// The index change a replayed record makes, if any.
+fn change(
+    inner: &Inner,
+    slot: u32,
+    offset: u64,
+    h: &super::record::Header,
+    first_ref: Option<super::record::Ref>,
+) -> Option<(u64, u64)> {
     let chunked = h.flags & FLAG_CHUNKED != 0;
     let mut e = Entry {
         slot,
@@ -244,19 +286,15 @@ fn apply(inner: &Inner, slot: u32, offset: u64, head: &super::record::Head) {
         expiry_hours: index::expiry_hours(h.expires_at),
     };
     match h.kind {
-        Kind::Object => {
-            inner.index.insert(h.key_hash, e);
-        }
+        Kind::Object => Some((h.key_hash, e.pack())),
         Kind::Meta => {
-            let Some(r) = head.table.first() else { return };
-            if inner.gen_lo(r.slot) == Some(r.len) {
+            let r = first_ref?;
+            (inner.gen_lo(r.slot) == Some(r.len)).then(|| {
                 e.flags |= Entry::INDIRECT;
-                inner.index.insert(h.key_hash, e);
-            }
+                (h.key_hash, e.pack())
+            })
         }
-        Kind::Tombstone => {
-            inner.index.remove(h.key_hash);
-        }
-        Kind::Chunk => {}
+        Kind::Tombstone => Some((h.key_hash, index::REMOVE)),
+        Kind::Chunk => None,
     }
 }

@@ -127,6 +127,22 @@ pub enum ScanItem {
     },
 }
 
+/// One step of a [`Scanner::next_fast`] scan: no copies, just what recovery needs.
+#[derive(Debug)]
+pub enum FastItem {
+    Record {
+        offset: u64,
+        header: record::Header,
+        /// The first table entry (a `Meta` record's body reference).
+        first_ref: Option<record::Ref>,
+    },
+    Bad {
+        offset: u64,
+        len: u64,
+        error: RecordError,
+    },
+}
+
 /// Reads the records of a segment sequentially in large reads, verifying every checksum.
 /// A record whose head is intact but whose data fails is skipped by its length; bytes that
 /// are not a record head are skipped to the next aligned position that holds one.
@@ -176,6 +192,98 @@ impl<'a> Scanner<'a> {
         self.base = self.pos;
         self.buf = Bytes::from(v);
         Ok(self.buf.len().min(avail))
+    }
+
+    /// The next record, verified in place (no copy, no allocation): the recovery path.
+    pub fn next_fast(&mut self) -> Option<FastItem> {
+        if self.done {
+            return None;
+        }
+        let mut bad_start: Option<(u64, RecordError)> = None;
+        loop {
+            if self.pos + HEADER_LEN as u64 > self.end {
+                self.done = true;
+                let tail = bad_start.or_else(|| {
+                    (self.pos < self.end).then(|| {
+                        (
+                            self.pos,
+                            RecordError::Truncated {
+                                need: HEADER_LEN,
+                                have: (self.end - self.pos) as usize,
+                            },
+                        )
+                    })
+                });
+                return tail.map(|(offset, error)| FastItem::Bad {
+                    offset,
+                    len: self.end - offset,
+                    error,
+                });
+            }
+            let have = match self.fill(HEADER_LEN) {
+                Ok(h) => h,
+                Err(_) => {
+                    self.done = true;
+                    return None;
+                }
+            };
+            let s = (self.pos - self.base) as usize;
+            let result =
+                record::Header::parse(&self.buf[s..s + have.min(HEADER_LEN)]).and_then(|h| {
+                    let len = h.record_len();
+                    if self.pos + len > self.end {
+                        return Err(RecordError::Truncated {
+                            need: len as usize,
+                            have: (self.end - self.pos) as usize,
+                        });
+                    }
+                    let got = self
+                        .fill(len as usize)
+                        .map_err(|_| RecordError::BadLength)?;
+                    let s = (self.pos - self.base) as usize;
+                    match record::verify(&self.buf[s..s + got.min(len as usize)]) {
+                        Ok((header, first_ref)) => Ok(Ok((header, first_ref, len))),
+                        Err(RecordError::DataCrc) => Ok(Err(len)),
+                        Err(e) => Err(e),
+                    }
+                });
+            match result {
+                Ok(found) => {
+                    if let Some((offset, error)) = bad_start {
+                        return Some(FastItem::Bad {
+                            offset,
+                            len: self.pos - offset,
+                            error,
+                        });
+                    }
+                    let offset = self.pos;
+                    return Some(match found {
+                        Ok((header, first_ref, len)) => {
+                            self.pos += len;
+                            FastItem::Record {
+                                offset,
+                                header,
+                                first_ref,
+                            }
+                        }
+                        Err(len) => {
+                            self.pos += len;
+                            FastItem::Bad {
+                                offset,
+                                len,
+                                error: RecordError::DataCrc,
+                            }
+                        }
+                    });
+                }
+                Err(e) => {
+                    if bad_start.is_none() {
+                        bad_start = Some((self.pos, e));
+                    }
+                    self.pos += record::ALIGN;
+                }
+            }
+        }
     }
 
     fn window(&self, n: usize) -> Bytes {
