@@ -24,11 +24,14 @@ fn cfg(dir: &Path, size: u64, memory: u64) -> StoreConfig {
 }
 
 /// Small segments and chunks so tests exercise rolling, chunking and eviction quickly.
+/// Small segments, every object admitted: these tests exercise the log and eviction
+/// mechanics; admission has its own test.
 fn small() -> DiskOptions {
     DiskOptions {
         segment_size: MIB,
         chunk_size: 64 * KIB,
         large_admission: None,
+        admit_when_full: false,
         background: false,
         ..DiskOptions::default()
     }
@@ -674,4 +677,44 @@ fn serves_from_the_checkpoint_while_the_tail_replays() {
     assert!(s.wait_ready(Duration::from_secs(30)));
     get_checked(&s, "new19999", 2 * KIB).expect("tail object after the replay");
     assert!(s.put(meta_for("x")).is_ok());
+}
+
+/// Once the store is full, a new key is stored only on its second miss (a `get` that finds
+/// nothing counts as a miss); a key already stored is always replaced; before the store is
+/// full, the first miss stores.
+#[test]
+fn a_full_store_admits_new_keys_on_their_second_miss() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = DiskOptions {
+        admit_when_full: true,
+        ..small()
+    };
+    let s = open(dir.path(), 8 * MIB, opts);
+    assert!(s.get("early").is_none());
+    put(&s, "early", &body_for("early", 10 * KIB)).expect("not full yet: the first miss stores");
+    // Fill past the budget so segments are reclaimed.
+    let mut i = 0;
+    loop {
+        let k = format!("filler{i}");
+        let _ = s.get(&k);
+        let _ = s.get(&k);
+        put(&s, &k, &body_for(&k, 40 * KIB)).unwrap();
+        i += 1;
+        if i > 400 {
+            break;
+        }
+    }
+    assert!(s.get("newcomer").is_none(), "first miss");
+    assert!(
+        put(&s, "newcomer", &body_for("newcomer", 10 * KIB)).is_err(),
+        "a full store refuses a key on its first miss"
+    );
+    assert!(s.get("newcomer").is_none(), "second miss");
+    put(&s, "newcomer", &body_for("newcomer", 10 * KIB)).expect("admitted on the second miss");
+    assert_eq!(
+        read_all(&s.get("newcomer").expect("stored").body).unwrap(),
+        body_for("newcomer", 10 * KIB)
+    );
+    let last = format!("filler{}", i - 1);
+    put(&s, &last, &body_for(&last, 20 * KIB)).expect("a stored key is always replaced");
 }

@@ -59,6 +59,10 @@ pub struct DiskOptions {
     pub chunk_size: u64,
     /// Objects at least this large are stored only after their key missed twice.
     pub large_admission: Option<u64>,
+    /// Once the store is full (it has begun reclaiming segments), a new key is stored only
+    /// on its second miss, so one-hit wonders do not push out objects that are asked for
+    /// again (TinyLFU's doorkeeper). A store that is not yet full stores on the first miss.
+    pub admit_when_full: bool,
     /// The share of a reclaimed segment that may be re-appended (hit objects kept).
     pub reappend_budget: f64,
     /// How often the write buffer is flushed to the file even when not full.
@@ -75,6 +79,7 @@ impl Default for DiskOptions {
             segment_size: 0,
             chunk_size: 1 << 20,
             large_admission: Some(64 << 20),
+            admit_when_full: true,
             reappend_budget: 0.5,
             flush_interval: Duration::from_millis(200),
             background: true,
@@ -118,6 +123,8 @@ pub(crate) struct Inner {
     ready_cv: Condvar,
     ready_flag: AtomicBool,
     degraded: AtomicBool,
+    /// Set once the store has had to reclaim a segment to make room.
+    full: AtomicBool,
     /// When a degraded store may try to write again (Unix ms).
     retry_at: AtomicU64,
     stop: Mutex<bool>,
@@ -211,6 +218,7 @@ impl DiskStore {
             ready_cv: Condvar::new(),
             ready_flag: AtomicBool::new(false),
             degraded: AtomicBool::new(false),
+            full: AtomicBool::new(false),
             retry_at: AtomicU64::new(0),
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
@@ -739,6 +747,7 @@ impl Inner {
         let slot = match free(&self.slots.read()) {
             Some(s) => s,
             None => {
+                self.full.store(true, Ordering::Relaxed);
                 let victim = self
                     .oldest_slot(None)
                     .ok_or(StoreError::Refused("no segment to reclaim"))?;
@@ -749,6 +758,7 @@ impl Inner {
         self.start_segment(log, slot)?;
         // Keep one slot free so the next roll can start a segment before it reclaims.
         if free(&self.slots.read()).is_none() {
+            self.full.store(true, Ordering::Relaxed);
             if let Some(victim) = self.oldest_slot(Some(slot)) {
                 self.reclaim(log, victim, false);
             }
@@ -1122,6 +1132,19 @@ impl Store for DiskStore {
                 size: meta.body_len,
                 limit,
             });
+        }
+        if inner.opts.admit_when_full
+            && inner.full.load(Ordering::Relaxed)
+            && !inner.doorkeeper.admits(h)
+            && inner.index.get(h).is_none()
+        {
+            inner
+                .counters
+                .refused_admission
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(StoreError::Refused(
+                "the store is full: a new object is stored on its second miss",
+            ));
         }
         if let Some(big) = inner.opts.large_admission {
             if meta.body_len != u64::MAX && meta.body_len >= big && !inner.doorkeeper.admits(h) {
