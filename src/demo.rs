@@ -318,48 +318,7 @@ fn report(before: &Snapshot, after: &Snapshot) {
 }
 
 async fn replay(target: SocketAddr, zipf: Arc<Zipf>, requests: u64) -> anyhow::Result<()> {
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let next = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let mut workers = Vec::new();
-    for _ in 0..32 {
-        let (client, zipf, next, errors) =
-            (client.clone(), zipf.clone(), next.clone(), errors.clone());
-        workers.push(tokio::spawn(async move {
-            let mut rng = rand::rngs::SmallRng::from_rng(&mut rand::rng());
-            while next.fetch_add(1, Ordering::Relaxed) < requests {
-                let id = zipf.sample(&mut rng);
-                let uri: http::Uri = match format!("http://{target}/obj/{id}").parse() {
-                    Ok(u) => u,
-                    Err(_) => continue,
-                };
-                match client.get(uri).await {
-                    Ok(resp) if resp.status().is_success() => {
-                        let len = resp
-                            .into_body()
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes().len())
-                            .unwrap_or(0);
-                        if len != object_size(id) {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    _ => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-        }));
-    }
-    for w in workers {
-        w.await?;
-    }
-    let e = errors.load(Ordering::Relaxed);
-    if e > 0 {
-        anyhow::bail!("{e} requests failed or returned a wrong body");
-    }
-    Ok(())
+    replay_spread(&[target], zipf, requests, rand::random()).await
 }
 
 /// Three nodes in front of the sample origin, each on its own loopback address; with
