@@ -515,3 +515,34 @@ async fn a_body_cut_short_by_the_origin_is_not_stored() {
     assert_eq!(origin.count("/big"), 2);
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_after_a_complete_miss_is_always_a_hit() {
+    // Once a viewer has the whole response, the fill is over: the next request is a hit,
+    // never a waiter on a fill that has nothing left to send.
+    let origin = Origin::start().await;
+    for i in 0..200 {
+        origin.route(&format!("/o{i}"), |_, _| {
+            Reply::ok("small object").cache_control("max-age=60")
+        });
+    }
+    let node = start_node(&origin, CACHE_EVERYTHING).await;
+
+    let mut not_hits = Vec::new();
+    for i in 0..200 {
+        let path = format!("/o{i}");
+        let miss = node.get(&path, &[]).await;
+        assert_eq!(miss.text(), "small object");
+        let next = node.get(&path, &[]).await;
+        if !next.cache_status().has("hit") {
+            not_hits.push(format!("{path}: {}", next.cache_status().raw));
+        }
+    }
+    assert!(
+        not_hits.is_empty(),
+        "{} of 200 follow-up requests were not hits: {not_hits:?}",
+        not_hits.len()
+    );
+    assert_eq!(origin.seen().len(), 200);
+    node.shutdown().await;
+}
