@@ -3,6 +3,10 @@
 //! again. Prints hit ratios and upstream requests per tier before and after the restart.
 //!
 //! Needs nothing but the binary: every part runs in this process on 127.0.0.1.
+//!
+//! `strata demo --peers` instead replays one Zipf workload spread over three nodes twice:
+//! as three independent nodes, then as three cooperating peers of one tier (127.0.0.2-4),
+//! and prints the origin requests of each.
 
 use crate::config::Resolved;
 use crate::proxy::hop::Outcome;
@@ -147,6 +151,8 @@ cache_policy = "UseOriginCacheControlHeaders"
 struct Counts {
     requests: u64,
     hits: u64,
+    /// Requests this tier sent to its upstream (collapsed misses are not sent).
+    upstream: u64,
 }
 
 fn counts(node: &Node) -> Counts {
@@ -158,7 +164,17 @@ fn counts(node: &Node) -> Counts {
         + m.requests_total(Outcome::Miss)
         + m.requests_total(Outcome::Pass)
         + m.requests_total(Outcome::Error);
-    Counts { requests, hits }
+    let upstream = m
+        .render(node.proxy.store.stats())
+        .lines()
+        .filter(|l| l.starts_with("strata_origin_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64;
+    Counts {
+        requests,
+        hits,
+        upstream,
+    }
 }
 
 async fn free_addr() -> anyhow::Result<SocketAddr> {
@@ -264,10 +280,14 @@ fn report(before: &Snapshot, after: &Snapshot) {
         let (name, a) = after.tiers[i];
         let (_, b) = before.tiers[i];
         // A restarted node's counters start again from zero.
-        let (req, hits) = if a.requests >= b.requests {
-            (a.requests - b.requests, a.hits - b.hits)
+        let (req, hits, up) = if a.requests >= b.requests {
+            (
+                a.requests - b.requests,
+                a.hits - b.hits,
+                a.upstream.saturating_sub(b.upstream),
+            )
         } else {
-            (a.requests, a.hits)
+            (a.requests, a.hits, a.upstream)
         };
         let ratio = if req == 0 {
             0.0
@@ -276,11 +296,7 @@ fn report(before: &Snapshot, after: &Snapshot) {
         };
         println!(
             "  {:<10} {:>10} {:>10} {:>10.3} {:>12}",
-            name,
-            req,
-            hits,
-            ratio,
-            req - hits
+            name, req, hits, ratio, up
         );
     }
     println!("  {:<10} {:>10}", "origin", after.origin - before.origin);
@@ -327,6 +343,175 @@ async fn replay(target: SocketAddr, zipf: Arc<Zipf>, requests: u64) -> anyhow::R
     let e = errors.load(Ordering::Relaxed);
     if e > 0 {
         anyhow::bail!("{e} requests failed or returned a wrong body");
+    }
+    Ok(())
+}
+
+/// Three nodes in front of the sample origin, each on its own loopback address; with
+/// `cluster`, they are peers of one tier.
+async fn three_nodes(base: &Path, origin: SocketAddr, cluster: bool) -> anyhow::Result<Vec<Node>> {
+    let ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+    let mut listens = Vec::new();
+    for ip in ips {
+        let l = TcpListener::bind((ip, 0)).await.with_context(|| {
+            format!("cannot bind {ip} (the peers demo needs 127.0.0.0/8 on loopback)")
+        })?;
+        listens.push(l.local_addr()?);
+    }
+    let members = listens
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut nodes = Vec::new();
+    for (i, listen) in listens.iter().enumerate() {
+        let name = format!("{}-{}", if cluster { "peer" } else { "solo" }, i + 1);
+        let cluster_section = if cluster {
+            format!("[cluster]\npeers = [{members}]\n")
+        } else {
+            String::new()
+        };
+        let text = format!(
+            r#"
+[node]
+id = "{name}"
+listen = "{listen}"
+admin_listen = "{ip}:0"
+
+[store]
+path = "{dir}"
+size = "256MiB"
+memory = "64MiB"
+
+{cluster_section}
+[[origins]]
+id = "origin"
+url = "http://{origin}"
+
+[default_behavior]
+origin = "origin"
+cache_policy = "UseOriginCacheControlHeaders"
+"#,
+            ip = listen.ip(),
+            dir = base.join(&name).display(),
+        );
+        nodes.push(Node::start(Resolved::from_toml(&text, "demo")?).await?);
+    }
+    Ok(nodes)
+}
+
+/// Sends `requests` Zipf-distributed GETs, round-robin over `targets`, all with one Host
+/// (the tier's public name), from 32 concurrent viewers.
+async fn replay_spread(
+    targets: &[SocketAddr],
+    zipf: Arc<Zipf>,
+    requests: u64,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let next = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let targets: Arc<Vec<SocketAddr>> = Arc::new(targets.to_vec());
+    let mut workers = Vec::new();
+    for w in 0..32u64 {
+        let (client, zipf, next, errors, targets) = (
+            client.clone(),
+            zipf.clone(),
+            next.clone(),
+            errors.clone(),
+            targets.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::SmallRng::seed_from_u64(seed ^ w);
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= requests {
+                    break;
+                }
+                let id = zipf.sample(&mut rng);
+                let target = targets[(n % targets.len() as u64) as usize];
+                let req = Request::get(format!("http://{target}/obj/{id}"))
+                    .header("host", "cdn.example")
+                    .body(Empty::new());
+                let Ok(req) = req else { continue };
+                match client.request(req).await {
+                    Ok(resp) if resp.status().is_success() => {
+                        let len = resp
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes().len())
+                            .unwrap_or(0);
+                        if len != object_size(id) {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.await?;
+    }
+    let e = errors.load(Ordering::Relaxed);
+    if e > 0 {
+        anyhow::bail!("{e} requests failed or returned a wrong body");
+    }
+    Ok(())
+}
+
+/// `strata demo --peers`: origin requests of three independent nodes against three
+/// cooperating peers, on the same workload (same seed).
+pub async fn peers(requests: u64, objects: u64) -> anyhow::Result<()> {
+    let base = std::env::temp_dir().join(format!("strata-demo-peers-{}", std::process::id()));
+    std::fs::create_dir_all(&base).with_context(|| format!("cannot create {}", base.display()))?;
+    let result = peers_in(&base, requests, objects).await;
+    let _ = std::fs::remove_dir_all(&base);
+    result
+}
+
+async fn peers_in(base: &Path, requests: u64, objects: u64) -> anyhow::Result<()> {
+    let zipf = Arc::new(Zipf::new(objects, 0.9));
+    println!(
+        "{requests} requests, Zipf(0.9) over {objects} objects, round-robin over three nodes\n"
+    );
+    let mut results = Vec::new();
+    for (label, cluster) in [
+        ("three independent nodes", false),
+        ("three cooperating peers", true),
+    ] {
+        let origin = SampleOrigin::start().await?;
+        let dir = base.join(if cluster { "peers" } else { "solo" });
+        let nodes = three_nodes(&dir, origin.addr, cluster).await?;
+        let targets: Vec<SocketAddr> = nodes.iter().map(|n| n.addr()).collect();
+        let t = Instant::now();
+        replay_spread(&targets, zipf.clone(), requests, 42).await?;
+        let fetched = origin.requests.load(Ordering::Relaxed);
+        let hits: u64 = nodes.iter().map(|n| counts(n).hits).sum();
+        println!(
+            "  {label:<24} origin requests {fetched:>7}   node hits {hits:>7}   {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        results.push(fetched);
+        for n in &nodes {
+            for line in n.proxy.metrics.render(n.proxy.store.stats()).lines() {
+                if line.starts_with("strata_peer_requests_total") {
+                    println!("    {} {line}", n.proxy.node_id);
+                }
+            }
+        }
+        for n in nodes {
+            n.shutdown().await;
+        }
+    }
+    if let [solo, peers] = results[..] {
+        println!(
+            "\ncooperating peers send {:.2}x fewer requests to the origin",
+            solo as f64 / peers.max(1) as f64
+        );
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! `strata serve`: runs a node until SIGTERM or SIGINT; SIGHUP re-reads the config file
-//! (a bad file keeps the running config and logs why).
+//! (a bad file keeps the running config and logs why); SIGUSR1 reopens the access log.
 
 use crate::config::{ConfigFile, Resolved};
+use crate::metrics::ReloadLabels;
 use crate::proxy::Runtime;
 use crate::server::Node;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ pub async fn serve(config: Resolved, config_path: Option<PathBuf>) -> anyhow::Re
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -21,6 +23,10 @@ pub async fn serve(config: Resolved, config_path: Option<PathBuf>) -> anyhow::Re
                 Some(path) => reload(&node, path),
                 None => tracing::info!("SIGHUP ignored: running without a config file"),
             },
+            _ = usr1.recv() => {
+                tracing::info!("SIGUSR1: reopening the access log");
+                node.proxy.access_log.reopen();
+            }
         }
     }
     tracing::info!("stopping: draining in-flight requests");
@@ -40,12 +46,23 @@ pub fn reload(node: &Node, path: &Path) {
             tracing::warn!("listen addresses change only on restart; keeping the running ones");
         }
         let runtime = Runtime::new(Arc::new(resolved)).map_err(anyhow::Error::msg)?;
+        // The access log may move; a path that cannot be opened refuses the whole reload.
+        node.proxy
+            .access_log
+            .configure(runtime.config.file.access_log.as_ref())?;
         node.proxy.reload(runtime);
         Ok(())
     };
+    let reloads = &node.proxy.metrics.reloads;
     match attempt() {
-        Ok(()) => tracing::info!(file = %path.display(), "configuration reloaded"),
+        Ok(()) => {
+            reloads.get_or_create(&ReloadLabels { result: "ok" }).inc();
+            tracing::info!(file = %path.display(), "configuration reloaded")
+        }
         Err(e) => {
+            reloads
+                .get_or_create(&ReloadLabels { result: "error" })
+                .inc();
             tracing::error!(file = %path.display(), "reload refused, keeping the running configuration: {e:#}")
         }
     }

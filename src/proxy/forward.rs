@@ -99,6 +99,7 @@ pub fn upstream_request(
             || n == "host"
             || n == "via"
             || n == "x-forwarded-for"
+            || n == crate::cluster::PEER_HEADER
             || n == "cookie"
             || n == "accept-encoding"
             || (fill && FILL_DROPS.contains(&n))

@@ -14,17 +14,21 @@
 pub mod body;
 mod forward;
 pub mod hop;
+mod peer;
 mod respond;
 
 use self::body::ProxyBody;
 use self::forward::{ForwardContext, Purpose};
 use self::hop::{strip_hop_by_hop, via_names, CacheStatus, Outcome};
+use crate::access_log::{self, AccessLog, Entry};
 use crate::coalesce::{Coalescer, Fill, FillHead, Join};
 use crate::config::{defaults, Behaviour, OriginTarget, Resolved, Upstream, ViewerProtocolPolicy};
+use crate::invalidation::Invalidations;
 use crate::metrics::Metrics;
 use crate::policy::freshness::{self, RequestFacts, Usability};
 use crate::policy::key;
 use crate::store::{MetaFlags, Object, ObjectMeta, ObjectWriter, Store};
+use crate::surrogate::SurrogateKeys;
 use crate::time::now_ms;
 use crate::upstream::{OriginClient, UpstreamBody, UpstreamError};
 use arc_swap::ArcSwap;
@@ -68,6 +72,14 @@ pub struct Proxy {
     pub metrics: Arc<Metrics>,
     coalesce_timeout: Duration,
     stale_while_updating_ms: u64,
+    /// The peers of this node's tier, when `[cluster]` is configured.
+    pub cluster: arc_swap::ArcSwapOption<crate::cluster::Cluster>,
+    /// Path invalidations: hide older objects on lookup (`crate::invalidation`).
+    pub invalidations: Arc<Invalidations>,
+    /// Surrogate-Key tag index, fed when a response is stored (`crate::surrogate`).
+    pub surrogate_keys: Arc<SurrogateKeys>,
+    /// The access log (off unless configured; `crate::access_log`).
+    pub access_log: AccessLog,
 }
 
 /// Who sent a request and how.
@@ -92,6 +104,9 @@ impl Proxy {
         let via = HeaderValue::from_str(&format!("1.1 {node_id} (strata)"))
             .unwrap_or(HeaderValue::from_static("1.1 strata (strata)"));
         Proxy {
+            invalidations: Arc::new(Invalidations::new()),
+            surrogate_keys: Arc::new(SurrogateKeys::new()),
+            access_log: AccessLog::new(&node_id, metrics.access_log_dropped.clone()),
             coalesce_timeout: node.coalesce_timeout.get(),
             stale_while_updating_ms: node.stale_while_updating.get().as_millis() as u64,
             node_id,
@@ -100,6 +115,7 @@ impl Proxy {
             store,
             coalescer: Coalescer::new(defaults::COALESCE_MAX_WAITERS, defaults::HIT_FOR_MISS.get()),
             metrics,
+            cluster: arc_swap::ArcSwapOption::empty(),
         }
     }
 
@@ -120,9 +136,25 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let start = Instant::now();
         let (parts, body) = req.into_parts();
+        let entry = self.access_log.enabled().then(|| {
+            Entry::request(
+                now_ms(),
+                viewer.addr,
+                viewer.tls,
+                &parts.method,
+                parts.version,
+                &parts.uri,
+                &parts.headers,
+                self.runtime.load().config.clone(),
+            )
+        });
         let (resp, outcome) = self.dispatch(parts, body, viewer).await;
-        self.metrics.request(outcome, start.elapsed().as_secs_f64());
-        resp
+        let elapsed = start.elapsed().as_secs_f64();
+        self.metrics.request(outcome, elapsed);
+        match entry {
+            Some(entry) => access_log::logged(self, resp, entry, outcome, start),
+            None => resp,
+        }
     }
 
     async fn dispatch(
@@ -355,11 +387,13 @@ impl Proxy {
     /// Looks a key up, following a Vary marker to the variant that matches the request.
     fn lookup(&self, primary: &str, req: &HeaderMap) -> Option<Object> {
         let obj = self.store.get(primary)?;
-        if obj.meta.flags.has(MetaFlags::VARY_MARKER) {
+        let obj = if obj.meta.flags.has(MetaFlags::VARY_MARKER) {
             let sk = key::secondary_key(&obj.meta.headers, req)?;
-            return self.store.get(&key::variant_key(primary, &sk));
-        }
-        Some(obj)
+            self.store.get(&key::variant_key(primary, &sk))?
+        } else {
+            obj
+        };
+        (!self.invalidations.hides(&obj.meta)).then_some(obj)
     }
 
     fn revalidate_in_background(self: &Arc<Self>, ctx: &Ctx, primary: &str, obj: Object) {
@@ -515,7 +549,15 @@ impl Proxy {
             _ => Purpose::Fill,
         };
         let request_time = now_ms();
-        let (resp, origin) = match self.send_upstream(ctx, purpose, empty_body()).await {
+        let stored = match &purpose {
+            Purpose::Revalidate(m) => Some(*m),
+            _ => None,
+        };
+        let sent = match self.ask_owner(ctx, primary, stored).await {
+            Some(r) => Ok(r),
+            None => self.send_upstream(ctx, purpose, empty_body()).await,
+        };
+        let (resp, origin) = match sent {
             Ok(r) => r,
             Err(e) => {
                 fill.publish_head(FillHead::Failed {
@@ -618,7 +660,10 @@ impl Proxy {
                     self.write_vary_marker(primary, &meta);
                 }
                 match self.store.put(meta.clone()) {
-                    Ok(w) => writer = Some(w),
+                    Ok(w) => {
+                        self.surrogate_keys.record(&meta);
+                        writer = Some(w)
+                    }
                     Err(e) => {
                         tracing::debug!(key = %meta.key, error = %e, "store refused an object")
                     }
@@ -888,7 +933,10 @@ impl Proxy {
     }
 
     fn redirect_to_https(&self, parts: &Parts) -> Response<ProxyBody> {
-        let host = key::host_of(&parts.uri, &parts.headers);
+        let host = https_authority(
+            &key::host_of(&parts.uri, &parts.headers),
+            self.config().file.node.listen_tls.map(|a| a.port()),
+        );
         let pq = parts
             .uri
             .path_and_query()
@@ -902,6 +950,21 @@ impl Proxy {
         resp.headers_mut()
             .insert(http::header::VIA, self.via.clone());
         resp
+    }
+}
+
+/// The authority of the HTTPS URL a viewer is redirected to: the viewer's host with the
+/// port of this node's TLS listener (none for 443 or when there is no TLS listener).
+fn https_authority(host: &str, tls_port: Option<u16>) -> String {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => {
+            name
+        }
+        _ => host,
+    };
+    match tls_port {
+        Some(p) if p != 443 => format!("{name}:{p}"),
+        _ => name.to_string(),
     }
 }
 

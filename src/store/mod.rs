@@ -116,6 +116,11 @@ pub trait Store: Send + Sync + 'static {
     fn checkpoint(&self) -> Result<(), StoreError> {
         Ok(())
     }
+    /// Whether the index is loaded and the store serves (what `/readyz` reports). A store
+    /// that recovers in the background says false until it is done.
+    fn is_ready(&self) -> bool {
+        true
+    }
 }
 
 /// Reads a whole body into memory (small bodies, tests and tools).

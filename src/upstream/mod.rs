@@ -3,6 +3,10 @@
 //!
 //! This module sends requests it is given and reports failures as [`UpstreamError`]; it
 //! never decides what is cached, and never retries on its own (failover is the caller's).
+//! An S3 origin's requests are signed here, last, so that what is signed is what is sent;
+//! an S3 origin that refuses the signature is reported as an error, never as a response.
+
+pub mod s3;
 
 use crate::config::OriginTarget;
 use bytes::Bytes;
@@ -27,6 +31,13 @@ pub enum UpstreamError {
     Timeout { origin: String, timeout: Duration },
     #[error("origin {origin} failed: {detail}")]
     Protocol { origin: String, detail: String },
+    #[error("S3 origin {origin} refused the request: {status} {code}: {message} (check the credentials, region and clock of this node)")]
+    Refused {
+        origin: String,
+        status: u16,
+        code: String,
+        message: String,
+    },
 }
 
 impl UpstreamError {
@@ -40,6 +51,7 @@ pub struct OriginClient {
     pub target: Arc<OriginTarget>,
     client: Client<hyper_rustls::HttpsConnector<HttpConnector>, UpstreamBody>,
     pub response_timeout: Duration,
+    s3: Option<s3::S3Signer>,
 }
 
 impl OriginClient {
@@ -60,7 +72,12 @@ impl OriginClient {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
             .build(https);
+        let s3 = match &target.config.s3 {
+            Some(cfg) => Some(s3::S3Signer::new(cfg)?),
+            None => None,
+        };
         Ok(OriginClient {
+            s3,
             response_timeout: target.config.response_timeout.get(),
             target,
             client,
@@ -74,14 +91,26 @@ impl OriginClient {
     /// Sends a request and waits (at most the response timeout) for the response head.
     pub async fn send(
         &self,
-        req: Request<UpstreamBody>,
+        mut req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let origin = self.id().to_string();
+        if let Some(signer) = &self.s3 {
+            let empty = http_body::Body::is_end_stream(req.body());
+            signer
+                .sign(&mut req, empty, std::time::SystemTime::now())
+                .map_err(|detail| UpstreamError::Protocol {
+                    origin: origin.clone(),
+                    detail,
+                })?;
+        }
         match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
             Err(_) => Err(UpstreamError::Timeout {
                 origin,
                 timeout: self.response_timeout,
             }),
+            Ok(Ok(resp)) if self.s3.is_some() && is_refusal(resp.status()) => {
+                Err(self.refused(resp).await)
+            }
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => {
                 let detail = error_chain(&e);
@@ -97,6 +126,33 @@ impl OriginClient {
                     Err(UpstreamError::Protocol { origin, detail })
                 }
             }
+        }
+    }
+}
+
+/// Statuses with which S3 refuses a request's authentication or authorisation.
+fn is_refusal(status: http::StatusCode) -> bool {
+    status == http::StatusCode::FORBIDDEN || status == http::StatusCode::BAD_REQUEST
+}
+
+impl OriginClient {
+    /// Reads (a bounded part of) an S3 refusal and turns it into an error.
+    async fn refused(&self, resp: Response<Incoming>) -> UpstreamError {
+        use http_body_util::BodyExt;
+        let status = resp.status().as_u16();
+        let body = http_body_util::Limited::new(resp.into_body(), 16 * 1024);
+        let bytes = match tokio::time::timeout(self.response_timeout, body.collect()).await {
+            Ok(Ok(b)) => b.to_bytes(),
+            _ => bytes::Bytes::new(),
+        };
+        let (code, message) =
+            s3::error_code(&bytes).unwrap_or_else(|| ("(no S3 error code)".into(), String::new()));
+        tracing::warn!(origin = %self.id(), status, %code, "S3 origin refused a request");
+        UpstreamError::Refused {
+            origin: self.id().to_string(),
+            status,
+            code,
+            message,
         }
     }
 }

@@ -1,0 +1,653 @@
+//! The access log: one line per viewer request, in CloudFront's standard log fields
+//! (tab-separated, with `#Version` / `#Fields` headers) or as JSON lines.
+//!
+//! The request path only fills an [`Entry`] (owned copies of a few header values) and hands
+//! it to a bounded channel with `try_send`; a dedicated writer thread formats lines, writes
+//! them through a buffer and flushes whenever the channel runs dry. When the channel is full
+//! the entry is dropped and counted (`strata_access_log_dropped_total`) — a slow disk must
+//! never slow viewers. Routing the request to its behaviour for the log line also happens on
+//! the writer thread. SIGUSR1 ([`AccessLog::reopen`]) makes the writer reopen the file, for
+//! rotation by rename.
+
+use crate::config::{AccessLogConfig, AccessLogFormat, Resolved};
+use crate::proxy::body::ProxyBody;
+use crate::proxy::hop::Outcome;
+use crate::proxy::Proxy;
+use crate::upstream::BoxError;
+use arc_swap::ArcSwapOption;
+use http::Response;
+use http::{HeaderMap, Method, Version};
+use http_body::Body as _;
+use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use std::time::Instant;
+
+/// Entries that may wait for the writer; beyond this, entries are dropped.
+pub const QUEUE: usize = 64 * 1024;
+
+/// CloudFront's standard log fields, in order, then strata's own.
+pub const FIELDS: &[&str] = &[
+    "date",
+    "time",
+    "x-edge-location",
+    "sc-bytes",
+    "c-ip",
+    "cs-method",
+    "cs(Host)",
+    "cs-uri-stem",
+    "sc-status",
+    "cs(Referer)",
+    "cs(User-Agent)",
+    "cs-uri-query",
+    "cs(Cookie)",
+    "x-edge-result-type",
+    "x-edge-request-id",
+    "x-host-header",
+    "cs-protocol",
+    "cs-bytes",
+    "time-taken",
+    "x-forwarded-for",
+    "ssl-protocol",
+    "ssl-cipher",
+    "x-edge-response-result-type",
+    "cs-protocol-version",
+    "fle-status",
+    "fle-encrypted-fields",
+    "c-port",
+    "time-to-first-byte",
+    "x-edge-detailed-result-type",
+    "sc-content-type",
+    "sc-content-len",
+    "sc-range-start",
+    "sc-range-end",
+    "x-strata-behavior",
+];
+
+/// What the request path records about one request.
+pub struct Entry {
+    /// Unix ms when the request arrived.
+    pub start_ms: u64,
+    pub client: SocketAddr,
+    pub tls: bool,
+    pub method: Method,
+    pub version: Version,
+    pub host: Option<String>,
+    pub path: String,
+    pub query: Option<String>,
+    pub referer: Option<String>,
+    pub user_agent: Option<String>,
+    pub forwarded_for: Option<String>,
+    pub request_bytes: u64,
+    pub status: u16,
+    pub outcome: Outcome,
+    /// Body bytes sent to the viewer.
+    pub body_bytes: u64,
+    pub content_type: Option<String>,
+    pub content_length: Option<u64>,
+    /// Seconds to the response head.
+    pub ttfb: f64,
+    /// Seconds to the last byte (or until the viewer went away).
+    pub time_taken: f64,
+    /// The configuration the request ran on (the writer routes the path to name its
+    /// behaviour).
+    pub config: Arc<Resolved>,
+}
+
+impl Entry {
+    /// Captures the request's side of an entry.
+    #[allow(clippy::too_many_arguments)]
+    pub fn request(
+        start_ms: u64,
+        client: SocketAddr,
+        tls: bool,
+        method: &Method,
+        version: Version,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        config: Arc<Resolved>,
+    ) -> Entry {
+        let h = |n: http::header::HeaderName| {
+            headers
+                .get(n)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        Entry {
+            start_ms,
+            client,
+            tls,
+            method: method.clone(),
+            version,
+            host: uri
+                .authority()
+                .map(|a| a.to_string())
+                .or_else(|| h(http::header::HOST)),
+            path: uri.path().to_string(),
+            query: uri.query().map(str::to_string),
+            referer: h(http::header::REFERER),
+            user_agent: h(http::header::USER_AGENT),
+            forwarded_for: headers
+                .get("x-forwarded-for")
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            request_bytes: headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(0),
+            status: 0,
+            outcome: Outcome::Error,
+            body_bytes: 0,
+            content_type: None,
+            content_length: None,
+            ttfb: 0.0,
+            time_taken: 0.0,
+            config,
+        }
+    }
+
+    /// Fills in the response head.
+    pub fn response(&mut self, status: u16, headers: &HeaderMap, outcome: Outcome, ttfb: f64) {
+        self.status = status;
+        self.outcome = outcome;
+        self.ttfb = ttfb;
+        self.time_taken = ttfb;
+        self.content_type = headers
+            .get(http::header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        self.content_length = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+    }
+}
+
+enum Msg {
+    Line(Box<Entry>),
+    /// Flush and stop (shutdown, or the log was reconfigured).
+    Close,
+}
+
+struct Sink {
+    tx: SyncSender<Msg>,
+    path: PathBuf,
+    format: AccessLogFormat,
+    reopen: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The node's access log (possibly off). Cheap to consult on every request.
+pub struct AccessLog {
+    sink: ArcSwapOption<Sink>,
+    dropped: Counter,
+    node_id: String,
+}
+
+impl AccessLog {
+    /// An access log that is off until [`configure`](Self::configure)d.
+    pub fn new(node_id: &str, dropped: Counter) -> AccessLog {
+        AccessLog {
+            sink: ArcSwapOption::empty(),
+            dropped,
+            node_id: node_id.to_string(),
+        }
+    }
+
+    /// Turns the log on, off, or to another file or format; a no-op when nothing changed.
+    pub fn configure(&self, config: Option<&AccessLogConfig>) -> anyhow::Result<()> {
+        let current = self.sink.load_full();
+        let same = match (&current, config) {
+            (None, None) => true,
+            (Some(s), Some(c)) => s.path == c.path && s.format == c.format,
+            _ => false,
+        };
+        if same {
+            return Ok(());
+        }
+        let next = match config {
+            Some(c) => Some(Arc::new(self.start(c)?)),
+            None => None,
+        };
+        let old = self.sink.swap(next);
+        if let Some(old) = old {
+            close(&old);
+        }
+        Ok(())
+    }
+
+    fn start(&self, c: &AccessLogConfig) -> anyhow::Result<Sink> {
+        let file = open(&c.path)?;
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let reopen = Arc::new(AtomicBool::new(false));
+        let writer = Writer {
+            out: BufWriter::with_capacity(64 * 1024, file),
+            path: c.path.clone(),
+            format: c.format,
+            reopen: reopen.clone(),
+            node_id: self.node_id.clone(),
+            seq: AtomicU64::new(0),
+            seed: rand::random(),
+            buf: String::with_capacity(512),
+        };
+        let thread = std::thread::Builder::new()
+            .name("strata-access-log".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| anyhow::anyhow!("cannot start the access log writer: {e}"))?;
+        Ok(Sink {
+            tx,
+            path: c.path.clone(),
+            format: c.format,
+            reopen,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    #[inline]
+    pub fn enabled(&self) -> bool {
+        self.sink.load().is_some()
+    }
+
+    /// Queues an entry; drops (and counts) it when the writer is behind.
+    pub fn send(&self, entry: Entry) {
+        let guard = self.sink.load();
+        let Some(sink) = guard.as_ref() else { return };
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            sink.tx.try_send(Msg::Line(Box::new(entry)))
+        {
+            self.dropped.inc();
+        }
+    }
+
+    /// Asks the writer to reopen the file (after a rotation renamed it).
+    pub fn reopen(&self) {
+        if let Some(s) = self.sink.load().as_ref() {
+            s.reopen.store(true, Ordering::Release);
+        }
+    }
+
+    /// Flushes what is queued and stops the writer (shutdown).
+    pub fn close(&self) {
+        if let Some(s) = self.sink.swap(None) {
+            close(&s);
+        }
+    }
+}
+
+fn close(sink: &Sink) {
+    let _ = sink.tx.send(Msg::Close);
+    if let Some(t) = sink.thread.lock().take() {
+        let _ = t.join();
+    }
+}
+
+fn open(path: &Path) -> anyhow::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open the access log {} for appending: {e} (access_log.path)",
+                path.display()
+            )
+        })
+}
+
+struct Writer {
+    out: BufWriter<File>,
+    path: PathBuf,
+    format: AccessLogFormat,
+    reopen: Arc<AtomicBool>,
+    node_id: String,
+    seq: AtomicU64,
+    seed: u64,
+    buf: String,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Msg>) {
+        self.header_if_empty();
+        loop {
+            let msg = match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            if self.reopen.swap(false, Ordering::AcqRel) {
+                self.reopen_file();
+            }
+            let Some(mut msg) = msg else { continue };
+            // Write everything queued, then flush once.
+            loop {
+                match msg {
+                    Msg::Line(e) => self.write(&e),
+                    Msg::Close => {
+                        self.flush();
+                        return;
+                    }
+                }
+                match rx.try_recv() {
+                    Ok(m) => msg = m,
+                    Err(_) => break,
+                }
+            }
+            self.flush();
+        }
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        if let Err(e) = self.out.flush() {
+            tracing::warn!(file = %self.path.display(), error = %e, "access log write failed");
+        }
+    }
+
+    fn reopen_file(&mut self) {
+        self.flush();
+        match open(&self.path) {
+            Ok(f) => {
+                self.out = BufWriter::with_capacity(64 * 1024, f);
+                self.header_if_empty();
+                tracing::info!(file = %self.path.display(), "access log reopened");
+            }
+            Err(e) => tracing::error!("{e:#}; still writing to the old file"),
+        }
+    }
+
+    fn header_if_empty(&mut self) {
+        if self.format != AccessLogFormat::Cloudfront {
+            return;
+        }
+        let empty = self.out.get_ref().metadata().map(|m| m.len() == 0);
+        if empty.unwrap_or(false) {
+            let _ = writeln!(self.out, "#Version: 1.0\n#Fields: {}", FIELDS.join(" "));
+        }
+    }
+
+    fn write(&mut self, e: &Entry) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let request_id = request_id(self.seed, seq);
+        let behaviour = e.config.route(&e.path).name().to_string();
+        self.buf.clear();
+        match self.format {
+            AccessLogFormat::Cloudfront => {
+                cloudfront_line(&mut self.buf, e, &self.node_id, &request_id, &behaviour)
+            }
+            AccessLogFormat::Json => {
+                json_line(&mut self.buf, e, &self.node_id, &request_id, &behaviour)
+            }
+        }
+        self.buf.push('\n');
+        if let Err(err) = self.out.write_all(self.buf.as_bytes()) {
+            tracing::warn!(file = %self.path.display(), error = %err, "access log write failed");
+        }
+    }
+}
+
+/// Completes an entry from the response and queues it: at once for a body already in
+/// memory, or when a streamed body ends (or the viewer goes away), so that `sc-bytes` and
+/// `time-taken` count what was really sent.
+pub fn logged(
+    proxy: &Arc<Proxy>,
+    resp: Response<ProxyBody>,
+    mut entry: Entry,
+    outcome: Outcome,
+    start: Instant,
+) -> Response<ProxyBody> {
+    entry.response(
+        resp.status().as_u16(),
+        resp.headers(),
+        outcome,
+        start.elapsed().as_secs_f64(),
+    );
+    let (parts, body) = resp.into_parts();
+    let body = match body {
+        ProxyBody::Empty => {
+            proxy.access_log.send(entry);
+            ProxyBody::Empty
+        }
+        ProxyBody::Full(b) => {
+            entry.body_bytes = b.as_ref().map_or(0, |b| b.len() as u64);
+            proxy.access_log.send(entry);
+            ProxyBody::Full(b)
+        }
+        streamed => {
+            let exact = streamed.size_hint().exact();
+            let counted = Counted {
+                inner: streamed,
+                entry: Some(Box::new(entry)),
+                start,
+                proxy: proxy.clone(),
+            };
+            ProxyBody::Stream(Box::pin(counted), exact)
+        }
+    };
+    Response::from_parts(parts, body)
+}
+
+/// A streamed body that counts what it yields and logs its entry when dropped.
+struct Counted {
+    inner: ProxyBody,
+    entry: Option<Box<Entry>>,
+    start: Instant,
+    proxy: Arc<Proxy>,
+}
+
+impl futures_util::Stream for Counted {
+    type Item = Result<bytes::Bytes, BoxError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            return match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        if let Some(e) = this.entry.as_mut() {
+                            e.body_bytes += data.len() as u64;
+                        }
+                        Poll::Ready(Some(Ok(data)))
+                    }
+                    // Trailers are not forwarded on this path.
+                    Err(_) => continue,
+                },
+            };
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let Some(mut e) = self.entry.take() {
+            e.time_taken = self.start.elapsed().as_secs_f64();
+            self.proxy.access_log.send(*e);
+        }
+    }
+}
+
+/// A request id in CloudFront's shape (56 URL-safe characters are CloudFront's; 32 hex
+/// characters are enough to be unique here).
+fn request_id(seed: u64, seq: u64) -> String {
+    let a = xxhash_rust::xxh3::xxh3_64_with_seed(&seq.to_le_bytes(), seed);
+    let b = xxhash_rust::xxh3::xxh3_64_with_seed(&a.to_le_bytes(), seed ^ seq);
+    format!("{a:016x}{b:016x}")
+}
+
+/// CloudFront's result types: Hit, RefreshHit, Miss, Error (and Redirect for a 3xx it made).
+fn result_type(e: &Entry) -> &'static str {
+    match e.outcome {
+        Outcome::Hit | Outcome::Stale => "Hit",
+        Outcome::RefreshHit => "RefreshHit",
+        Outcome::Miss | Outcome::Pass => "Miss",
+        Outcome::Error => "Error",
+    }
+}
+
+fn detailed_type(e: &Entry) -> &'static str {
+    match e.outcome {
+        Outcome::Stale => "StaleHit",
+        Outcome::Pass => "Pass",
+        _ => result_type(e),
+    }
+}
+
+fn protocol_version(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "-",
+    }
+}
+
+/// CloudFront's escaping: spaces, controls, non-ASCII, quotes and backslashes as `%XX`; an
+/// empty or absent value as `-`.
+fn field(out: &mut String, v: Option<&str>) {
+    match v {
+        None | Some("") => out.push('-'),
+        Some(s) => {
+            for b in s.bytes() {
+                if b <= b' ' || b >= 0x7f || b == b'"' || b == b'\\' || b == b'%' {
+                    let _ = write!(out, "%{b:02X}");
+                } else {
+                    out.push(b as char);
+                }
+            }
+        }
+    }
+}
+
+fn cloudfront_line(out: &mut String, e: &Entry, node: &str, id: &str, behaviour: &str) {
+    let (date, time) = utc(e.start_ms / 1000);
+    let ct = e.content_type.as_deref();
+    let cl = e.content_length.map(|n| n.to_string());
+    let result = result_type(e);
+    let mut cols: Vec<Option<String>> = Vec::with_capacity(FIELDS.len());
+    cols.push(Some(date));
+    cols.push(Some(time));
+    cols.push(Some(node.to_string()));
+    cols.push(Some(e.body_bytes.to_string()));
+    cols.push(Some(e.client.ip().to_string()));
+    cols.push(Some(e.method.to_string()));
+    cols.push(e.host.clone());
+    cols.push(Some(e.path.clone()));
+    cols.push(Some(e.status.to_string()));
+    cols.push(e.referer.clone());
+    cols.push(e.user_agent.clone());
+    cols.push(e.query.clone());
+    cols.push(None); // cs(Cookie): not logged
+    cols.push(Some(result.into()));
+    cols.push(Some(id.to_string()));
+    cols.push(e.host.clone());
+    cols.push(Some(if e.tls { "https" } else { "http" }.into()));
+    cols.push(Some(e.request_bytes.to_string()));
+    cols.push(Some(format!("{:.3}", e.time_taken)));
+    cols.push(e.forwarded_for.clone());
+    cols.push(None); // ssl-protocol
+    cols.push(None); // ssl-cipher
+    cols.push(Some(result.into()));
+    cols.push(Some(protocol_version(e.version).into()));
+    cols.push(None); // fle-status
+    cols.push(None); // fle-encrypted-fields
+    cols.push(Some(e.client.port().to_string()));
+    cols.push(Some(format!("{:.3}", e.ttfb)));
+    cols.push(Some(detailed_type(e).into()));
+    cols.push(ct.map(str::to_string));
+    cols.push(cl);
+    cols.push(None); // sc-range-start
+    cols.push(None); // sc-range-end
+    cols.push(Some(behaviour.to_string()));
+    for (i, c) in cols.iter().enumerate() {
+        if i > 0 {
+            out.push('\t');
+        }
+        field(out, c.as_deref());
+    }
+}
+
+fn json_line(out: &mut String, e: &Entry, node: &str, id: &str, behaviour: &str) {
+    let (date, time) = utc(e.start_ms / 1000);
+    let v = serde_json::json!({
+        "date": date,
+        "time": time,
+        "x-edge-location": node,
+        "sc-bytes": e.body_bytes,
+        "c-ip": e.client.ip().to_string(),
+        "c-port": e.client.port(),
+        "cs-method": e.method.as_str(),
+        "cs(Host)": e.host,
+        "cs-uri-stem": e.path,
+        "cs-uri-query": e.query,
+        "sc-status": e.status,
+        "cs(Referer)": e.referer,
+        "cs(User-Agent)": e.user_agent,
+        "x-edge-result-type": result_type(e),
+        "x-edge-detailed-result-type": detailed_type(e),
+        "x-edge-request-id": id,
+        "cs-protocol": if e.tls { "https" } else { "http" },
+        "cs-protocol-version": protocol_version(e.version),
+        "cs-bytes": e.request_bytes,
+        "time-taken": e.time_taken,
+        "time-to-first-byte": e.ttfb,
+        "x-forwarded-for": e.forwarded_for,
+        "sc-content-type": e.content_type,
+        "sc-content-len": e.content_length,
+        "x-strata-behavior": behaviour,
+    });
+    out.push_str(&v.to_string());
+}
+
+/// Unix seconds as CloudFront's `date` and `time` fields (UTC).
+fn utc(secs: u64) -> (String, String) {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    (
+        format!("{y:04}-{m:02}-{d:02}"),
+        format!("{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), ("1970-01-01".into(), "00:00:00".into()));
+        assert_eq!(utc(1_575_493_351), ("2019-12-04".into(), "21:02:31".into()));
+        assert_eq!(utc(951_782_400), ("2000-02-29".into(), "00:00:00".into()));
+    }
+
+    #[test]
+    fn fields_are_escaped() {
+        let mut s = String::new();
+        field(&mut s, Some("Mozilla/5.0 (X11)\t\"x\""));
+        assert_eq!(s, "Mozilla/5.0%20(X11)%09%22x%22");
+        s.clear();
+        field(&mut s, None);
+        assert_eq!(s, "-");
+    }
+}
