@@ -434,3 +434,115 @@ async fn failed_unsafe_request_does_not_invalidate() {
     assert!(after.cache_status().has("hit"), "{after:?}");
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_miss_then_get_returns_the_full_body() {
+    let origin = Origin::start().await;
+    origin.route("/doc", |_, _| {
+        Reply::ok("the document body").cache_control("max-age=60")
+    });
+    let node = start_node(&origin, CACHE_EVERYTHING).await;
+
+    let head = node.request("HEAD", "/doc", &[], "").await;
+    assert_eq!(head.status, 200, "{head:?}");
+    assert!(head.body.is_empty());
+    let get = node.get("/doc", &[]).await;
+    assert_eq!(get.status, 200, "{get:?}");
+    assert_eq!(
+        get.text(),
+        "the document body",
+        "a HEAD fill must not leave an empty body: {get:?}"
+    );
+    let again = node.get("/doc", &[]).await;
+    assert_eq!(again.text(), "the document body", "{again:?}");
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_response_headers_do_not_reach_the_viewer() {
+    let origin = Origin::start().await;
+    origin.route("/page", |_, _| {
+        Reply::ok("page")
+            .cache_control("max-age=60")
+            .header("connection", "x-origin-internal")
+            .header("x-origin-internal", "secret routing data")
+            .header("keep-alive", "timeout=5")
+            .header("x-kept", "end to end")
+    });
+    let node = start_node(&origin, CACHE_EVERYTHING).await;
+
+    for expected in ["Miss from strata", "Hit from strata"] {
+        let r = node.get("/page", &[]).await;
+        assert_eq!(r.x_cache().as_deref(), Some(expected), "{r:?}");
+        assert_eq!(r.header("x-origin-internal"), None, "{r:?}");
+        assert_eq!(r.header("keep-alive"), None, "{r:?}");
+        assert_eq!(r.header("x-kept").as_deref(), Some("end to end"), "{r:?}");
+    }
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_cut_short_by_the_origin_is_not_stored() {
+    let origin = Origin::start().await;
+    let body = "x".repeat(100_000);
+    let served = body.clone();
+    origin.route("/big", move |_, n| {
+        let reply = Reply::ok(served.clone()).cache_control("max-age=60");
+        if n == 1 {
+            reply.truncated_at(10_000)
+        } else {
+            reply
+        }
+    });
+    let node = start_node(&origin, CACHE_EVERYTHING).await;
+
+    // The viewer's connection may break off (as it should) or end short; it must never
+    // look complete.
+    if let Ok(r) = node.try_get("/big", &[]).await {
+        assert!(
+            r.body.len() < body.len(),
+            "the viewer cannot have received a body the origin never sent: {r:?}"
+        );
+    }
+    let second = node.get("/big", &[]).await;
+    assert_eq!(second.status, 200, "{second:?}");
+    assert_eq!(
+        second.body.len(),
+        body.len(),
+        "the truncated body was not served from cache"
+    );
+    assert!(!second.cache_status().has("hit"), "{second:?}");
+    assert_eq!(origin.count("/big"), 2);
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_after_a_complete_miss_is_always_a_hit() {
+    // Once a viewer has the whole response, the fill is over: the next request is a hit,
+    // never a waiter on a fill that has nothing left to send.
+    let origin = Origin::start().await;
+    for i in 0..200 {
+        origin.route(&format!("/o{i}"), |_, _| {
+            Reply::ok("small object").cache_control("max-age=60")
+        });
+    }
+    let node = start_node(&origin, CACHE_EVERYTHING).await;
+
+    let mut not_hits = Vec::new();
+    for i in 0..200 {
+        let path = format!("/o{i}");
+        let miss = node.get(&path, &[]).await;
+        assert_eq!(miss.text(), "small object");
+        let next = node.get(&path, &[]).await;
+        if !next.cache_status().has("hit") {
+            not_hits.push(format!("{path}: {}", next.cache_status().raw));
+        }
+    }
+    assert!(
+        not_hits.is_empty(),
+        "{} of 200 follow-up requests were not hits: {not_hits:?}",
+        not_hits.len()
+    );
+    assert_eq!(origin.seen().len(), 200);
+    node.shutdown().await;
+}

@@ -150,3 +150,59 @@ async fn age_grows_and_ttl_shrinks_while_an_object_sits_in_the_cache() {
     assert_eq!(origin.count("/clock"), 1);
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expires_in_the_future_gives_the_remaining_lifetime() {
+    let expires = http_date(900);
+    let ttl = ttl_of(Reply::ok("x").header("expires", &expires)).await;
+    assert_about(ttl, 900, "Expires - Date");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_older_than_its_max_age_is_stale_on_arrival() {
+    let origin = Origin::start().await;
+    origin.route("/old", |_, n| {
+        Reply::ok(format!("old #{n}"))
+            .cache_control("max-age=60")
+            .header("age", "120")
+    });
+    // min_ttl 0 so the policy does not lift it back to fresh.
+    let node = start_node(
+        &origin,
+        &BOUNDED.replace("min_ttl = \"60s\"", "min_ttl = \"0s\""),
+    )
+    .await;
+    node.get("/old", &[]).await;
+    let second = node.get("/old", &[]).await;
+    assert!(
+        !second.cache_status().has("hit") || second.cache_status().ttl().is_some_and(|t| t < 0),
+        "{second:?}"
+    );
+    assert_eq!(
+        origin.count("/old"),
+        2,
+        "a stale entry is not served without asking: {:?}",
+        origin.seen()
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_if_cached_on_a_miss_is_504_without_asking_the_origin() {
+    let origin = Origin::start().await;
+    origin.route("/maybe", |_, _| Reply::ok("x").cache_control("max-age=60"));
+    let node = start_node(&origin, BOUNDED).await;
+
+    let r = node
+        .get("/maybe", &[("cache-control", "only-if-cached")])
+        .await;
+    assert_eq!(r.status, 504, "RFC 9111 §5.2.1.7: {r:?}");
+    assert!(origin.seen().is_empty(), "{:?}", origin.seen());
+    node.get("/maybe", &[]).await;
+    let cached = node
+        .get("/maybe", &[("cache-control", "only-if-cached")])
+        .await;
+    assert_eq!(cached.status, 200, "{cached:?}");
+    assert_eq!(origin.count("/maybe"), 1);
+    node.shutdown().await;
+}

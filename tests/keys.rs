@@ -244,3 +244,43 @@ cache_policy = "CachingOptimized"
     assert_eq!(origin.count("/app.js"), 2, "{:?}", origin.seen());
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_host_has_its_own_entries() {
+    let origin = Origin::start().await;
+    origin.route("/index.html", |req, _| {
+        Reply::ok(format!(
+            "home of {}",
+            req.header("host").unwrap_or_default()
+        ))
+        .cache_control("max-age=60")
+    });
+    let node = start_node(
+        &origin,
+        r#"
+[[origins]]
+id = "origin"
+url = "{origin}"
+
+[default_behavior]
+origin = "origin"
+cache_policy = "CachingOptimized"
+origin_request_policy = "AllViewer"
+"#,
+    )
+    .await;
+
+    for _ in 0..2 {
+        let a = node.get("/index.html", &[("host", "a.example")]).await;
+        assert_eq!(a.text(), "home of a.example", "{a:?}");
+        let b = node.get("/index.html", &[("host", "b.example")]).await;
+        assert_eq!(b.text(), "home of b.example", "{b:?}");
+    }
+    assert_eq!(
+        origin.count("/index.html"),
+        2,
+        "one fill per host: {:?}",
+        origin.seen()
+    );
+    node.shutdown().await;
+}

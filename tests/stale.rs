@@ -174,3 +174,77 @@ async fn without_stale_if_error_a_failing_origin_is_passed_on() {
     assert_eq!(origin.count("/menu"), 2);
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_if_error_covers_an_origin_that_times_out() {
+    let origin = Origin::start().await;
+    origin.route("/menu", |_, n| {
+        let reply = Reply::ok(format!("menu v{n}")).cache_control("max-age=1, stale-if-error=60");
+        if n == 1 {
+            reply
+        } else {
+            reply.delay(Duration::from_secs(3))
+        }
+    });
+    let node = start_node(
+        &origin,
+        &SHORT_TTLS.replace(
+            "url = \"{origin}\"",
+            "url = \"{origin}\"\nresponse_timeout = \"300ms\"",
+        ),
+    )
+    .await;
+
+    assert_eq!(node.get("/menu", &[]).await.text(), "menu v1");
+    tokio::time::sleep(PAST_MAX_AGE_1).await;
+    let r = node.get("/menu", &[]).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.text(), "menu v1", "{r:?}");
+    assert_eq!(
+        r.cache_status().get("detail"),
+        Some("stale-if-error"),
+        "{r:?}"
+    );
+    assert!(r.elapsed < Duration::from_millis(2000), "{r:?}");
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn must_revalidate_is_never_served_stale_when_the_origin_is_down() {
+    let origin = Origin::start().await;
+    origin.route("/balance", |_, _| {
+        Reply::ok("balance: 100").cache_control("max-age=1, must-revalidate")
+    });
+    let node = start_node(&origin, SHORT_TTLS).await;
+
+    assert_eq!(node.get("/balance", &[]).await.text(), "balance: 100");
+    origin.stop();
+    tokio::time::sleep(PAST_MAX_AGE_1).await;
+    let r = node.get("/balance", &[]).await;
+    assert!(
+        r.status.is_server_error(),
+        "RFC 9111 §5.2.2.2: an error, not the stale body: {r:?}"
+    );
+    assert_ne!(r.text(), "balance: 100", "{r:?}");
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_if_error_ends_when_its_window_does() {
+    let origin = Origin::start().await;
+    origin.route("/menu", |_, _| {
+        Reply::ok("today's menu").cache_control("max-age=1, stale-if-error=1")
+    });
+    let node = start_node(&origin, SHORT_TTLS).await;
+
+    assert_eq!(node.get("/menu", &[]).await.text(), "today's menu");
+    origin.stop();
+    // max-age 1 s + stale-if-error 1 s, plus a second for the Date header's rounding.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let r = node.get("/menu", &[]).await;
+    assert_eq!(
+        r.status, 502,
+        "past stale-if-error the origin's failure shows: {r:?}"
+    );
+    node.shutdown().await;
+}

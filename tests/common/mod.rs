@@ -89,6 +89,9 @@ pub struct Reply {
     pub delay: Duration,
     /// Sent as this many chunks with this pause between them, without Content-Length.
     pub streamed: Option<(usize, Duration)>,
+    /// Announces the whole body's Content-Length, sends only this many bytes, then breaks
+    /// the connection.
+    pub truncated_at: Option<usize>,
 }
 
 impl Reply {
@@ -104,6 +107,7 @@ impl Reply {
             body: body.into(),
             delay: Duration::ZERO,
             streamed: None,
+            truncated_at: None,
         }
     }
 
@@ -126,6 +130,12 @@ impl Reply {
     /// Sends the body in `chunks` pieces, `gap` apart, with chunked framing.
     pub fn streamed(mut self, chunks: usize, gap: Duration) -> Reply {
         self.streamed = Some((chunks.max(1), gap));
+        self
+    }
+
+    /// Breaks the connection after `bytes` bytes of the body (Content-Length says more).
+    pub fn truncated_at(mut self, bytes: usize) -> Reply {
+        self.truncated_at = Some(bytes);
         self
     }
 
@@ -312,15 +322,25 @@ async fn origin_answer(
         }
         resp = resp.header(name.as_str(), value.as_str());
     }
-    let body = match reply.streamed {
-        _ if not_modified => Full::new(Bytes::new()).boxed(),
-        None => Full::new(reply.body.clone()).boxed(),
-        Some((chunks, gap)) => streamed_body(reply.body.clone(), chunks, gap),
+    let full = |b: Bytes| Full::new(b).map_err(|never| match never {}).boxed();
+    let body = match (reply.streamed, reply.truncated_at) {
+        _ if not_modified => full(Bytes::new()),
+        (_, Some(at)) => {
+            resp = resp.header("content-length", reply.body.len());
+            let part = reply.body.slice(..at.min(reply.body.len()));
+            let frames = futures_util::stream::iter([
+                Ok(Frame::data(part)),
+                Err(std::io::Error::other("origin connection broken on purpose")),
+            ]);
+            StreamBody::new(frames).boxed()
+        }
+        (None, None) => full(reply.body.clone()),
+        (Some((chunks, gap)), None) => streamed_body(reply.body.clone(), chunks, gap),
     };
     Ok(resp.body(body).expect("scripted reply is a valid response"))
 }
 
-type OriginBody = BoxBody<Bytes, std::convert::Infallible>;
+type OriginBody = BoxBody<Bytes, std::io::Error>;
 
 fn streamed_body(body: Bytes, chunks: usize, gap: Duration) -> OriginBody {
     let size = body.len().div_ceil(chunks).max(1);
@@ -442,6 +462,11 @@ impl TestNode {
         send(&self.client, self.addr, method, path, headers, body).await
     }
 
+    /// GET that may fail (e.g. a body cut short): the error as text instead of a panic.
+    pub async fn try_get(&self, path: &str, headers: &[(&str, &str)]) -> Result<Response, String> {
+        try_send(&self.client, self.addr, "GET", path, headers, "").await
+    }
+
     /// GET on the admin listener.
     pub async fn admin_get(&self, path: &str) -> Response {
         send(&self.client, self.admin_addr, "GET", path, &[], "").await
@@ -482,6 +507,19 @@ async fn send(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Response {
+    try_send(client, addr, method, path, headers, body)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+async fn try_send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<Response, String> {
     let mut req = Request::builder()
         .method(method)
         .uri(format!("http://{addr}{path}"));
@@ -502,14 +540,14 @@ async fn send(
     let (parts, body, headers_after) = tokio::time::timeout(TIMEOUT, exchange)
         .await
         .unwrap_or_else(|_| panic!("{method} {path}: no response within {TIMEOUT:?}"))
-        .unwrap_or_else(|e| panic!("{method} {path}: {e:#}"));
-    Response {
+        .map_err(|e| format!("{e:#}"))?;
+    Ok(Response {
         status: parts.status,
         headers: parts.headers,
         body,
         headers_after,
         elapsed: started.elapsed(),
-    }
+    })
 }
 
 /// What a viewer got.
