@@ -18,7 +18,7 @@ use crate::proxy::Proxy;
 use crate::upstream::BoxError;
 use arc_swap::ArcSwapOption;
 use http::Response;
-use http::{HeaderMap, Method, Version};
+use http::{HeaderMap, HeaderValue, Method, Version};
 use http_body::Body as _;
 use parking_lot::{Condvar, Mutex};
 use prometheus_client::metrics::counter::Counter;
@@ -86,18 +86,20 @@ pub struct Entry {
     pub tls: bool,
     pub method: Method,
     pub version: Version,
-    pub host: Option<String>,
-    pub path: String,
-    pub query: Option<String>,
-    pub referer: Option<String>,
-    pub user_agent: Option<String>,
-    pub forwarded_for: Option<String>,
+    /// The request target (path and query); cloning it shares the request's bytes.
+    pub uri: http::Uri,
+    /// Header values are kept as the request's own (shared) bytes: no copy on the request
+    /// path; the writer decodes them.
+    pub host: Option<HeaderValue>,
+    pub referer: Option<HeaderValue>,
+    pub user_agent: Option<HeaderValue>,
+    pub forwarded_for: Option<HeaderValue>,
     pub request_bytes: u64,
     pub status: u16,
     pub outcome: Outcome,
     /// Body bytes sent to the viewer.
     pub body_bytes: u64,
-    pub content_type: Option<String>,
+    pub content_type: Option<HeaderValue>,
     pub content_length: Option<u64>,
     /// Seconds to the response head.
     pub ttfb: f64,
@@ -121,11 +123,7 @@ impl Entry {
         headers: &HeaderMap,
         config: Arc<Resolved>,
     ) -> Entry {
-        let h = |n: http::header::HeaderName| {
-            headers
-                .get(n)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        };
+        let h = |n: http::header::HeaderName| headers.get(n).cloned();
         Entry {
             start_ms,
             client,
@@ -134,15 +132,12 @@ impl Entry {
             version,
             host: uri
                 .authority()
-                .map(|a| a.to_string())
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
                 .or_else(|| h(http::header::HOST)),
-            path: uri.path().to_string(),
-            query: uri.query().map(str::to_string),
+            uri: uri.clone(),
             referer: h(http::header::REFERER),
             user_agent: h(http::header::USER_AGENT),
-            forwarded_for: headers
-                .get("x-forwarded-for")
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            forwarded_for: headers.get("x-forwarded-for").cloned(),
             request_bytes: headers
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse().ok())
@@ -164,9 +159,7 @@ impl Entry {
         self.outcome = outcome;
         self.ttfb = ttfb;
         self.time_taken = ttfb;
-        self.content_type = headers
-            .get(http::header::CONTENT_TYPE)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        self.content_type = headers.get(http::header::CONTENT_TYPE).cloned();
         self.content_length = headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse().ok());
@@ -242,6 +235,11 @@ impl AccessLog {
             seq: AtomicU64::new(0),
             seed: rand::random(),
             buf: String::with_capacity(512),
+            day: DayTime {
+                secs: 0,
+                date: String::new(),
+                time: String::new(),
+            },
         };
         let thread = std::thread::Builder::new()
             .name("strata-access-log".into())
@@ -319,6 +317,7 @@ struct Writer {
     seq: AtomicU64,
     seed: u64,
     buf: String,
+    day: DayTime,
 }
 
 impl Writer {
@@ -378,14 +377,15 @@ impl Writer {
     fn write(&mut self, e: &Entry) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let request_id = request_id(self.seed, seq);
-        let behaviour = e.config.route(&e.path).name().to_string();
+        let behaviour = e.config.route(e.uri.path()).name();
         self.buf.clear();
         match self.format {
             AccessLogFormat::Cloudfront => {
-                cloudfront_line(&mut self.buf, e, &self.node_id, &request_id, &behaviour)
+                let day = self.day.at(e.start_ms / 1000);
+                cloudfront_line(&mut self.buf, e, day, &self.node_id, &request_id, behaviour)
             }
             AccessLogFormat::Json => {
-                json_line(&mut self.buf, e, &self.node_id, &request_id, &behaviour)
+                json_line(&mut self.buf, e, &self.node_id, &request_id, behaviour)
             }
         }
         self.buf.push('\n');
@@ -483,7 +483,15 @@ impl Drop for Counted {
 fn request_id(seed: u64, seq: u64) -> String {
     let a = xxhash_rust::xxh3::xxh3_64_with_seed(&seq.to_le_bytes(), seed);
     let b = xxhash_rust::xxh3::xxh3_64_with_seed(&a.to_le_bytes(), seed ^ seq);
-    format!("{a:016x}{b:016x}")
+    let mut id = String::with_capacity(32);
+    for v in [a, b] {
+        for shift in (0..16).rev() {
+            id.push(char::from(
+                b"0123456789abcdef"[((v >> (shift * 4)) & 0xf) as usize],
+            ));
+        }
+    }
+    id
 }
 
 /// CloudFront's result types: Hit, RefreshHit, Miss, Error (and Redirect for a 3xx it made).
@@ -515,11 +523,53 @@ fn protocol_version(v: Version) -> &'static str {
     }
 }
 
+/// A header value as text (invalid UTF-8 replaced), for the writer.
+fn text(v: &Option<HeaderValue>) -> Option<std::borrow::Cow<'_, str>> {
+    v.as_ref().map(|v| String::from_utf8_lossy(v.as_bytes()))
+}
+
+/// Seconds with three decimals (`0.004`), as CloudFront writes time-taken.
+fn seconds_3(out: &mut String, secs: f64) {
+    let ms = (secs.max(0.0) * 1000.0).round() as u64;
+    out.push_str(itoa::Buffer::new().format(ms / 1000));
+    out.push('.');
+    let frac = ms % 1000;
+    if frac < 100 {
+        out.push('0');
+    }
+    if frac < 10 {
+        out.push('0');
+    }
+    out.push_str(itoa::Buffer::new().format(frac));
+}
+
+/// The date and time columns of the second being written, formatted once per second.
+struct DayTime {
+    secs: u64,
+    date: String,
+    time: String,
+}
+
+impl DayTime {
+    fn at(&mut self, secs: u64) -> &DayTime {
+        if secs != self.secs || self.date.is_empty() {
+            let (date, time) = utc(secs);
+            *self = DayTime { secs, date, time };
+        }
+        self
+    }
+}
+
+fn needs_escape(b: u8) -> bool {
+    b <= b' ' || b >= 0x7f || b == b'"' || b == b'\\' || b == b'%'
+}
+
 /// CloudFront's escaping: spaces, controls, non-ASCII, quotes and backslashes as `%XX`; an
 /// empty or absent value as `-`.
 fn field(out: &mut String, v: Option<&str>) {
     match v {
         None | Some("") => out.push('-'),
+        Some(s) if !s.bytes().any(needs_escape) => out.push_str(s),
         Some(s) => {
             for b in s.bytes() {
                 if b <= b' ' || b >= 0x7f || b == b'"' || b == b'\\' || b == b'%' {
@@ -532,17 +582,24 @@ fn field(out: &mut String, v: Option<&str>) {
     }
 }
 
-fn cloudfront_line(out: &mut String, e: &Entry, node: &str, id: &str, behaviour: &str) {
-    // Written straight into the line buffer: no per-field allocation.
-    let (date, time) = utc(e.start_ms / 1000);
+fn cloudfront_line(
+    out: &mut String,
+    e: &Entry,
+    day: &DayTime,
+    node: &str,
+    id: &str,
+    behaviour: &str,
+) {
+    // Written straight into the line buffer: no per-field allocation, no `fmt` machinery
+    // for numbers (itoa), the date and time taken from a per-second cache.
     let result = result_type(e);
     let sep = |out: &mut String| out.push('\t');
     let num = |out: &mut String, n: u64| {
-        let _ = write!(out, "{n}");
+        out.push_str(itoa::Buffer::new().format(n));
     };
-    out.push_str(&date);
+    out.push_str(&day.date);
     sep(out);
-    out.push_str(&time);
+    out.push_str(&day.time);
     sep(out);
     field(out, Some(node));
     sep(out);
@@ -552,17 +609,17 @@ fn cloudfront_line(out: &mut String, e: &Entry, node: &str, id: &str, behaviour:
     sep(out);
     out.push_str(e.method.as_str());
     sep(out);
-    field(out, e.host.as_deref());
+    field(out, text(&e.host).as_deref());
     sep(out);
-    field(out, Some(&e.path));
+    field(out, Some(e.uri.path()));
     sep(out);
     num(out, e.status as u64);
     sep(out);
-    field(out, e.referer.as_deref());
+    field(out, text(&e.referer).as_deref());
     sep(out);
-    field(out, e.user_agent.as_deref());
+    field(out, text(&e.user_agent).as_deref());
     sep(out);
-    field(out, e.query.as_deref());
+    field(out, e.uri.query());
     sep(out);
     out.push('-'); // cs(Cookie): not logged
     sep(out);
@@ -570,15 +627,15 @@ fn cloudfront_line(out: &mut String, e: &Entry, node: &str, id: &str, behaviour:
     sep(out);
     out.push_str(id);
     sep(out);
-    field(out, e.host.as_deref());
+    field(out, text(&e.host).as_deref());
     sep(out);
     out.push_str(if e.tls { "https" } else { "http" });
     sep(out);
     num(out, e.request_bytes);
     sep(out);
-    let _ = write!(out, "{:.3}", e.time_taken);
+    seconds_3(out, e.time_taken);
     sep(out);
-    field(out, e.forwarded_for.as_deref());
+    field(out, text(&e.forwarded_for).as_deref());
     // ssl-protocol, ssl-cipher
     out.push_str("\t-\t-\t");
     out.push_str(result);
@@ -588,11 +645,11 @@ fn cloudfront_line(out: &mut String, e: &Entry, node: &str, id: &str, behaviour:
     out.push_str("\t-\t-\t");
     num(out, e.client.port() as u64);
     sep(out);
-    let _ = write!(out, "{:.3}", e.ttfb);
+    seconds_3(out, e.ttfb);
     sep(out);
     out.push_str(detailed_type(e));
     sep(out);
-    field(out, e.content_type.as_deref());
+    field(out, text(&e.content_type).as_deref());
     sep(out);
     match e.content_length {
         Some(n) => num(out, n),
@@ -613,12 +670,12 @@ fn json_line(out: &mut String, e: &Entry, node: &str, id: &str, behaviour: &str)
         "c-ip": e.client.ip().to_string(),
         "c-port": e.client.port(),
         "cs-method": e.method.as_str(),
-        "cs(Host)": e.host,
-        "cs-uri-stem": e.path,
-        "cs-uri-query": e.query,
+        "cs(Host)": text(&e.host),
+        "cs-uri-stem": e.uri.path(),
+        "cs-uri-query": e.uri.query(),
         "sc-status": e.status,
-        "cs(Referer)": e.referer,
-        "cs(User-Agent)": e.user_agent,
+        "cs(Referer)": text(&e.referer),
+        "cs(User-Agent)": text(&e.user_agent),
         "x-edge-result-type": result_type(e),
         "x-edge-detailed-result-type": detailed_type(e),
         "x-edge-request-id": id,
@@ -627,8 +684,8 @@ fn json_line(out: &mut String, e: &Entry, node: &str, id: &str, behaviour: &str)
         "cs-bytes": e.request_bytes,
         "time-taken": e.time_taken,
         "time-to-first-byte": e.ttfb,
-        "x-forwarded-for": e.forwarded_for,
-        "sc-content-type": e.content_type,
+        "x-forwarded-for": text(&e.forwarded_for),
+        "sc-content-type": text(&e.content_type),
         "sc-content-len": e.content_length,
         "x-strata-behavior": behaviour,
     });
@@ -665,6 +722,22 @@ mod tests {
         assert_eq!(utc(0), ("1970-01-01".into(), "00:00:00".into()));
         assert_eq!(utc(1_575_493_351), ("2019-12-04".into(), "21:02:31".into()));
         assert_eq!(utc(951_782_400), ("2000-02-29".into(), "00:00:00".into()));
+    }
+
+    #[test]
+    fn times_have_three_decimals() {
+        for (secs, want) in [
+            (0.0, "0.000"),
+            (0.0004, "0.000"),
+            (0.0125, "0.013"),
+            (1.5, "1.500"),
+            (12.34567, "12.346"),
+            (-1.0, "0.000"),
+        ] {
+            let mut s = String::new();
+            seconds_3(&mut s, secs);
+            assert_eq!(s, want, "{secs}");
+        }
     }
 
     #[test]
