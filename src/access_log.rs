@@ -18,7 +18,7 @@ use crate::proxy::Proxy;
 use crate::upstream::BoxError;
 use arc_swap::ArcSwapOption;
 use http::Response;
-use http::{HeaderMap, HeaderValue, Method, Version};
+use http::{HeaderMap, Method, Version};
 use http_body::Body as _;
 use parking_lot::{Condvar, Mutex};
 use prometheus_client::metrics::counter::Counter;
@@ -86,20 +86,17 @@ pub struct Entry {
     pub tls: bool,
     pub method: Method,
     pub version: Version,
-    /// The request target (path and query); cloning it shares the request's bytes.
-    pub uri: http::Uri,
-    /// Header values are kept as the request's own (shared) bytes: no copy on the request
-    /// path; the writer decodes them.
-    pub host: Option<HeaderValue>,
-    pub referer: Option<HeaderValue>,
-    pub user_agent: Option<HeaderValue>,
-    pub forwarded_for: Option<HeaderValue>,
+    /// The text fields (host, path, query, referer, user agent, X-Forwarded-For, content
+    /// type) copied into one buffer: one allocation per entry, and no reference kept into
+    /// the connection's read buffer (holding one made hyper allocate a new buffer for every
+    /// request).
+    text: String,
+    spans: [(u32, u32); TEXT_FIELDS],
     pub request_bytes: u64,
     pub status: u16,
     pub outcome: Outcome,
     /// Body bytes sent to the viewer.
     pub body_bytes: u64,
-    pub content_type: Option<HeaderValue>,
     pub content_length: Option<u64>,
     /// Seconds to the response head.
     pub ttfb: f64,
@@ -123,21 +120,38 @@ impl Entry {
         headers: &HeaderMap,
         config: Arc<Resolved>,
     ) -> Entry {
-        let h = |n: http::header::HeaderName| headers.get(n).cloned();
+        let mut text = String::with_capacity(128);
+        let mut spans = [ABSENT; TEXT_FIELDS];
+        let host = uri
+            .authority()
+            .map(|a| a.as_str().as_bytes())
+            .or_else(|| headers.get(http::header::HOST).map(|v| v.as_bytes()));
+        put_text(&mut text, &mut spans[HOST], host);
+        put_text(&mut text, &mut spans[PATH], Some(uri.path().as_bytes()));
+        put_text(&mut text, &mut spans[QUERY], uri.query().map(str::as_bytes));
+        put_text(
+            &mut text,
+            &mut spans[REFERER],
+            headers.get(http::header::REFERER).map(|v| v.as_bytes()),
+        );
+        put_text(
+            &mut text,
+            &mut spans[USER_AGENT],
+            headers.get(http::header::USER_AGENT).map(|v| v.as_bytes()),
+        );
+        put_text(
+            &mut text,
+            &mut spans[FORWARDED_FOR],
+            headers.get("x-forwarded-for").map(|v| v.as_bytes()),
+        );
         Entry {
             start_ms,
             client,
             tls,
             method: method.clone(),
             version,
-            host: uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-                .or_else(|| h(http::header::HOST)),
-            uri: uri.clone(),
-            referer: h(http::header::REFERER),
-            user_agent: h(http::header::USER_AGENT),
-            forwarded_for: headers.get("x-forwarded-for").cloned(),
+            text,
+            spans,
             request_bytes: headers
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse().ok())
@@ -145,7 +159,6 @@ impl Entry {
             status: 0,
             outcome: Outcome::Error,
             body_bytes: 0,
-            content_type: None,
             content_length: None,
             ttfb: 0.0,
             time_taken: 0.0,
@@ -159,11 +172,50 @@ impl Entry {
         self.outcome = outcome;
         self.ttfb = ttfb;
         self.time_taken = ttfb;
-        self.content_type = headers.get(http::header::CONTENT_TYPE).cloned();
+        put_text(
+            &mut self.text,
+            &mut self.spans[CONTENT_TYPE],
+            headers
+                .get(http::header::CONTENT_TYPE)
+                .map(|v| v.as_bytes()),
+        );
         self.content_length = headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse().ok());
     }
+}
+
+impl Entry {
+    /// One of the text fields, `None` when the request or response had none.
+    fn part(&self, i: usize) -> Option<&str> {
+        let (start, len) = self.spans[i];
+        (start != u32::MAX).then(|| &self.text[start as usize..(start + len) as usize])
+    }
+
+    pub fn path(&self) -> &str {
+        self.part(PATH).unwrap_or("/")
+    }
+}
+
+const TEXT_FIELDS: usize = 7;
+const HOST: usize = 0;
+const PATH: usize = 1;
+const QUERY: usize = 2;
+const REFERER: usize = 3;
+const USER_AGENT: usize = 4;
+const FORWARDED_FOR: usize = 5;
+const CONTENT_TYPE: usize = 6;
+const ABSENT: (u32, u32) = (u32::MAX, 0);
+
+/// Appends a field's bytes (invalid UTF-8 replaced) and records where it lies.
+fn put_text(text: &mut String, span: &mut (u32, u32), value: Option<&[u8]>) {
+    let Some(v) = value else {
+        *span = ABSENT;
+        return;
+    };
+    let start = text.len();
+    text.push_str(&String::from_utf8_lossy(v));
+    *span = (start as u32, (text.len() - start) as u32);
 }
 
 /// Entries waiting for the writer, and the writer's stop flag.
@@ -377,7 +429,7 @@ impl Writer {
     fn write(&mut self, e: &Entry) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let request_id = request_id(self.seed, seq);
-        let behaviour = e.config.route(e.uri.path()).name();
+        let behaviour = e.config.route(e.path()).name();
         self.buf.clear();
         match self.format {
             AccessLogFormat::Cloudfront => {
@@ -523,11 +575,6 @@ fn protocol_version(v: Version) -> &'static str {
     }
 }
 
-/// A header value as text (invalid UTF-8 replaced), for the writer.
-fn text(v: &Option<HeaderValue>) -> Option<std::borrow::Cow<'_, str>> {
-    v.as_ref().map(|v| String::from_utf8_lossy(v.as_bytes()))
-}
-
 /// Seconds with three decimals (`0.004`), as CloudFront writes time-taken.
 fn seconds_3(out: &mut String, secs: f64) {
     let ms = (secs.max(0.0) * 1000.0).round() as u64;
@@ -609,17 +656,17 @@ fn cloudfront_line(
     sep(out);
     out.push_str(e.method.as_str());
     sep(out);
-    field(out, text(&e.host).as_deref());
+    field(out, e.part(HOST));
     sep(out);
-    field(out, Some(e.uri.path()));
+    field(out, Some(e.path()));
     sep(out);
     num(out, e.status as u64);
     sep(out);
-    field(out, text(&e.referer).as_deref());
+    field(out, e.part(REFERER));
     sep(out);
-    field(out, text(&e.user_agent).as_deref());
+    field(out, e.part(USER_AGENT));
     sep(out);
-    field(out, e.uri.query());
+    field(out, e.part(QUERY));
     sep(out);
     out.push('-'); // cs(Cookie): not logged
     sep(out);
@@ -627,7 +674,7 @@ fn cloudfront_line(
     sep(out);
     out.push_str(id);
     sep(out);
-    field(out, text(&e.host).as_deref());
+    field(out, e.part(HOST));
     sep(out);
     out.push_str(if e.tls { "https" } else { "http" });
     sep(out);
@@ -635,7 +682,7 @@ fn cloudfront_line(
     sep(out);
     seconds_3(out, e.time_taken);
     sep(out);
-    field(out, text(&e.forwarded_for).as_deref());
+    field(out, e.part(FORWARDED_FOR));
     // ssl-protocol, ssl-cipher
     out.push_str("\t-\t-\t");
     out.push_str(result);
@@ -649,7 +696,7 @@ fn cloudfront_line(
     sep(out);
     out.push_str(detailed_type(e));
     sep(out);
-    field(out, text(&e.content_type).as_deref());
+    field(out, e.part(CONTENT_TYPE));
     sep(out);
     match e.content_length {
         Some(n) => num(out, n),
@@ -670,12 +717,12 @@ fn json_line(out: &mut String, e: &Entry, node: &str, id: &str, behaviour: &str)
         "c-ip": e.client.ip().to_string(),
         "c-port": e.client.port(),
         "cs-method": e.method.as_str(),
-        "cs(Host)": text(&e.host),
-        "cs-uri-stem": e.uri.path(),
-        "cs-uri-query": e.uri.query(),
+        "cs(Host)": e.part(HOST),
+        "cs-uri-stem": e.path(),
+        "cs-uri-query": e.part(QUERY),
         "sc-status": e.status,
-        "cs(Referer)": text(&e.referer),
-        "cs(User-Agent)": text(&e.user_agent),
+        "cs(Referer)": e.part(REFERER),
+        "cs(User-Agent)": e.part(USER_AGENT),
         "x-edge-result-type": result_type(e),
         "x-edge-detailed-result-type": detailed_type(e),
         "x-edge-request-id": id,
@@ -684,8 +731,8 @@ fn json_line(out: &mut String, e: &Entry, node: &str, id: &str, behaviour: &str)
         "cs-bytes": e.request_bytes,
         "time-taken": e.time_taken,
         "time-to-first-byte": e.ttfb,
-        "x-forwarded-for": text(&e.forwarded_for),
-        "sc-content-type": text(&e.content_type),
+        "x-forwarded-for": e.part(FORWARDED_FOR),
+        "sc-content-type": e.part(CONTENT_TYPE),
         "sc-content-len": e.content_length,
         "x-strata-behavior": behaviour,
     });
