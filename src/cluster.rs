@@ -18,7 +18,7 @@ use crate::store::ObjectMeta;
 use crate::upstream::UpstreamBody;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{CONNECTION, HOST, VIA};
+use http::header::{HOST, VIA};
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, Method, Request, Response, Uri};
 use http_body_util::{BodyExt, Empty};
@@ -316,14 +316,7 @@ impl Cluster {
         let uri: Uri = format!("http://{}{pq}", peer.name)
             .parse()
             .map_err(|e| format!("bad peer URI: {e}"))?;
-        let listed: Vec<String> = viewer
-            .headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|s| s.split(','))
-            .map(|s| s.trim().to_ascii_lowercase())
-            .collect();
+        let listed = crate::proxy::hop::connection_listed(&viewer.headers);
         let mut h = http::HeaderMap::with_capacity(viewer.headers.len() + 4);
         for (name, value) in &viewer.headers {
             let n = name.as_str();

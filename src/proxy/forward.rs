@@ -7,7 +7,7 @@ use crate::config::{Behaviour, OriginTarget};
 use crate::policy::key::normalised_accept_encoding;
 use crate::store::ObjectMeta;
 use crate::upstream::UpstreamBody;
-use http::header::{ACCEPT_ENCODING, CONNECTION, COOKIE, HOST, VIA};
+use http::header::{ACCEPT_ENCODING, COOKIE, HOST, VIA};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
 use std::net::IpAddr;
@@ -81,14 +81,7 @@ pub fn upstream_request(
         .build()
         .map_err(|e| format!("cannot build the origin URI: {e}"))?;
 
-    let connection_listed: Vec<String> = parts
-        .headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(','))
-        .map(|s| s.trim().to_ascii_lowercase())
-        .collect();
+    let connection_listed = super::hop::connection_listed(&parts.headers);
     let fill = !matches!(purpose, Purpose::Pass);
 
     let mut h = HeaderMap::with_capacity(parts.headers.len() + 6);

@@ -2,7 +2,7 @@
 //! and this node's `Cache-Status` member (RFC 9211) and `X-Cache` value.
 
 use http::header::{CONNECTION, VIA};
-use http::{HeaderMap, HeaderName};
+use http::HeaderMap;
 use std::fmt::Write;
 
 /// Fields that describe one connection, never forwarded nor stored.
@@ -19,16 +19,20 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// Removes hop-by-hop fields, including those the Connection field names.
-pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = h
-        .get_all(CONNECTION)
+/// The field names the Connection field lists (lower-cased), which are hop-by-hop too.
+pub fn connection_listed(h: &HeaderMap) -> Vec<String> {
+    h.get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|s| s.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in listed {
-        h.remove(n);
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    for n in connection_listed(h) {
+        h.remove(n.as_str());
     }
     for n in HOP_BY_HOP {
         h.remove(*n);

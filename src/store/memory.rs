@@ -110,14 +110,15 @@ impl Inner {
 /// Advances the CLOCK hand until one entry is evicted. Returns false if the shard is empty.
 fn evict_one(shard: &mut Shard) -> bool {
     while let Some(key) = shard.clock.pop_front() {
-        let Some(entry) = shard.map.get(&key) else {
+        let Some(entry) = shard.map.remove(&key) else {
             continue;
         };
         if entry.referenced.swap(false, Ordering::Relaxed) {
+            // Second chance: back in the map, to the end of the clock.
+            shard.map.insert(key.clone(), entry);
             shard.clock.push_back(key);
             continue;
         }
-        let entry = shard.map.remove(&key).expect("entry seen above");
         shard.bytes -= entry.cost;
         return true;
     }
