@@ -128,6 +128,11 @@ impl Proxy {
         self.runtime.load().config.clone()
     }
 
+    /// Runs `f` on the current configuration without taking a reference count on it.
+    pub fn with_config<R>(&self, f: impl FnOnce(&Resolved) -> R) -> R {
+        f(&self.runtime.load().config)
+    }
+
     /// Handles one viewer request.
     pub async fn handle(
         self: &Arc<Self>,
@@ -136,18 +141,10 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let start = Instant::now();
         let (parts, body) = req.into_parts();
-        let entry = self.access_log.enabled().then(|| {
-            Entry::request(
-                now_ms(),
-                viewer.addr,
-                viewer.tls,
-                &parts.method,
-                parts.version,
-                &parts.uri,
-                &parts.headers,
-                self.runtime.load().config.clone(),
-            )
-        });
+        let entry = self
+            .access_log
+            .enabled()
+            .then(|| Entry::request(now_ms(), viewer.addr, viewer.tls, &parts));
         let (resp, outcome) = self.dispatch(parts, body, viewer).await;
         let elapsed = start.elapsed().as_secs_f64();
         self.metrics.request(outcome, elapsed);
