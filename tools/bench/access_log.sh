@@ -14,7 +14,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BENCH=${BENCH:-/work/shared/bench}
 REPS=${1:-7}
 FORMAT=${2:-cloudfront}
-BIN=$ROOT/target/release/strata
+BIN=${STRATA_BIN:-$ROOT/target/release/strata}
 WORK=$(mktemp -d /tmp/strata-alog.XXXXXX)
 PIDS=()
 cleanup() {
