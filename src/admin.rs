@@ -359,28 +359,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The other members of this node's tier (viewer addresses), from `[cluster]`: `peers`, or
-/// `peers_dns` resolved now; this node itself left out.
+/// The other members of this node's tier (viewer addresses), as the cluster knows them now:
+/// the `[cluster]` peers, or the members `peers_dns` last resolved to (re-resolved every
+/// `dns_refresh` by the cluster); this node itself left out.
 async fn peers(admin: &Admin) -> Vec<String> {
-    let config = admin.proxy.config();
-    let Some(cluster) = config.file.cluster.as_ref() else {
+    let Some(cluster) = admin.proxy.cluster.load_full() else {
         return Vec::new();
     };
-    let mut members: Vec<String> = cluster.peers.clone();
-    if let Some(dns) = &cluster.peers_dns {
-        match tokio::net::lookup_host(dns.as_str()).await {
-            Ok(addrs) => members.extend(addrs.map(|a| a.to_string())),
-            Err(e) => tracing::warn!(%dns, error = %e, "cannot resolve cluster.peers_dns"),
-        }
-    }
-    let me = cluster
-        .self_addr
-        .clone()
-        .unwrap_or_else(|| config.file.node.listen.to_string());
     let viewer = admin.viewer_addr;
-    members.sort();
-    members.dedup();
-    members.retain(|m| *m != me && !m.parse::<SocketAddr>().is_ok_and(|a| a == viewer));
+    let mut members = cluster.others();
+    members.retain(|m| !m.parse::<SocketAddr>().is_ok_and(|a| a == viewer));
     members
 }
 

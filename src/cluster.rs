@@ -224,6 +224,20 @@ impl Cluster {
         self.members.load().iter().map(|p| p.name.clone()).collect()
     }
 
+    /// The other members of the tier as they are now (static list, or the latest DNS
+    /// answer): every member but this node.
+    pub fn others(&self) -> Vec<String> {
+        self.members
+            .load()
+            .iter()
+            .filter(|p| {
+                self.self_name.as_deref() != Some(p.name.as_str())
+                    && !self.self_addrs.iter().any(|a| *a == p.name)
+            })
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
     /// The peer that owns `key`, when it is not this node.
     pub fn owner(&self, key: &str) -> Option<Arc<Peer>> {
         let members = self.members.load();

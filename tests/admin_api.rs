@@ -461,3 +461,74 @@ async fn wildcard_invalidation_cost_does_not_depend_on_the_object_count() {
     assert!(took < Duration::from_secs(1), "{took:?}");
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn invalidations_and_purges_reach_peers_found_by_dns() {
+    // The tier's members come from `cluster.peers_dns` (here `localhost:PORT`, through the
+    // system resolver): the relay goes to the members the cluster resolved, not to a list in
+    // the config file.
+    let origin = Origin::with_headers(Arc::new(|_| vec![("surrogate-key", "d".to_string())])).await;
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (pa, pb) = (free_port(), free_port());
+    let b = start(&config(
+        &origin.url(),
+        db.path(),
+        &format!("127.0.0.1:{pb}"),
+        "",
+    ))
+    .await;
+    // A static list left in the file is not the membership when `peers_dns` is set (the
+    // cluster does not use it), so the relay must not use it either.
+    let stale = free_port();
+    let cluster = format!(
+        "[cluster]\npeers_dns = \"localhost:{pb}\"\nself = \"127.0.0.1:{pa}\"\n\
+         peers = [\"127.0.0.1:{stale}\"]\n"
+    );
+    let a = start(&config(
+        &origin.url(),
+        da.path(),
+        &format!("127.0.0.1:{pa}"),
+        &cluster,
+    ))
+    .await;
+    get(b.addr(), "/dns/x", &[]).await;
+    get(b.addr(), "/dns/y", &[]).await;
+    assert!(is_hit(&get(b.addr(), "/dns/x", &[]).await));
+
+    let r = admin_post(a.admin_addr(), "/invalidations", r#"{"paths": ["/dns/x"]}"#).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let admin = a.admin_addr();
+    eventually("the invalidation completes", || {
+        let id = id.clone();
+        async move {
+            admin_get(admin, &format!("/invalidations/{id}"))
+                .await
+                .json()["status"]
+                == "Completed"
+        }
+    })
+    .await;
+    let record = admin_get(admin, &format!("/invalidations/{id}"))
+        .await
+        .json();
+    assert_eq!(
+        record["peers"],
+        serde_json::json!([{"peer": format!("127.0.0.1:{pb}"), "result": "ok"}]),
+        "{record}"
+    );
+    assert!(!is_hit(&get(b.addr(), "/dns/x", &[]).await));
+    assert!(is_hit(&get(b.addr(), "/dns/y", &[]).await));
+
+    let r = admin_post(a.admin_addr(), "/purge", r#"{"surrogate_keys": ["d"]}"#).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json()["peers"],
+        serde_json::json!([{"peer": format!("127.0.0.1:{pb}"), "result": "ok"}]),
+        "{}",
+        r.body
+    );
+    assert!(!is_hit(&get(b.addr(), "/dns/y", &[]).await));
+    a.shutdown().await;
+    b.shutdown().await;
+}
