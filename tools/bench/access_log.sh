@@ -8,7 +8,9 @@
 #   flock /tmp/strata-bench.lock tools/bench/access_log.sh [REPS] [FORMAT]
 #
 # Starts and stops its own two nodes (ports 19210, 19211); results in
-# /tmp/cdnbench/results/<timestamp>/ (table.txt, raw.tsv).
+# /tmp/cdnbench/results/<timestamp>/ (table.txt, raw.tsv). With PERF=1, afterwards records
+# a perf profile (cpu-clock, call graphs) of the log-on node under the same wrk load and
+# prints its top entries (report in $PERF_OUT, default /tmp/strata-alog-perf.txt).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BENCH=${BENCH:-/work/shared/bench}
@@ -61,5 +63,16 @@ for port in 19210 19211; do
 done
 "$BENCH/run.sh" --tests hit --sizes 1k --reps "$REPS" --ref log-off \
   log-off=http://127.0.0.1:19210 log-on=http://127.0.0.1:19211
+if [[ ${PERF:-0} == 1 ]]; then
+  pid=${PIDS[1]}
+  perf record -F 2000 -g -p "$pid" -o "$WORK/perf.data" -- sleep 8 >/dev/null 2>&1 &
+  perfpid=$!
+  sleep 0.5
+  taskset -c "${CLIENT_CPU:-1}" wrk -t1 -c64 -d6s http://127.0.0.1:19211/s/1k.bin | grep Requests/sec
+  wait "$perfpid" || true
+  perf report -i "$WORK/perf.data" --no-children --sort symbol --stdio 2>/dev/null \
+    | grep -v '^$' > "${PERF_OUT:-/tmp/strata-alog-perf.txt}" || true
+  grep -E '^ +[0-9.]+%' "${PERF_OUT:-/tmp/strata-alog-perf.txt}" | head -40
+fi
 echo "access log lines written: $(grep -vc '^#' "$WORK/log-on/access.log" || true)"
 curl -s "http://127.0.0.1:19311/metrics" | grep -i 'access_log_dropped' || true
