@@ -129,7 +129,7 @@ impl Entry {
             },
             referer: headers.get(http::header::REFERER).cloned(),
             user_agent: headers.get(http::header::USER_AGENT).cloned(),
-            forwarded_for: headers.get("x-forwarded-for").cloned(),
+            forwarded_for: headers.get(&X_FORWARDED_FOR).cloned(),
             content_type: None,
             request_bytes: headers
                 .get(http::header::CONTENT_LENGTH)
@@ -175,6 +175,8 @@ impl Entry {
         self.uri.query().map(str::as_bytes)
     }
 }
+
+static X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
 
 /// One thread's lines waiting for the writer.
 #[derive(Default)]
@@ -616,8 +618,23 @@ impl DayTime {
     }
 }
 
+/// Which bytes CloudFront's escaping turns into `%XX`: one table lookup per byte.
+const ESCAPE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = b <= b' ' as usize
+            || b >= 0x7f
+            || b == b'"' as usize
+            || b == b'\\' as usize
+            || b == b'%' as usize;
+        b += 1;
+    }
+    t
+};
+
 fn needs_escape(b: u8) -> bool {
-    b <= b' ' || b >= 0x7f || b == b'"' || b == b'\\' || b == b'%'
+    ESCAPE[b as usize]
 }
 
 /// CloudFront's escaping: spaces, controls, non-ASCII, quotes and backslashes as `%XX`; an
