@@ -32,12 +32,12 @@ pub(crate) struct Plan {
     pub tail: Vec<(u32, u64, u64)>,
 }
 
-/// The segment size for a budget of `size` bytes: 1/64 of it as a power of two, between
-/// 1 MiB and 128 MiB, larger if the slot count would exceed what the index addresses.
-pub fn derive_segment_size(size: u64, chunk_size: u64) -> u64 {
-    // A segment holds at least four chunks and its header: the smallest power of two that
-    // does, so a derived size always passes the check in `plan`.
-    let floor = (4 * chunk_size + 4096).next_power_of_two();
+/// The segment size for a budget of `size` bytes: 1/64 of it as a power of two (rounded
+/// down), between 1 MiB and 128 MiB, larger if the slot count would exceed what the index
+/// addresses. Fine segments make eviction fine-grained (a 128 MiB store reclaims 2 MiB at a
+/// time); the chunk size of large bodies follows the segment size (at most a quarter).
+pub fn derive_segment_size(size: u64) -> u64 {
+    let floor = 1 << 20;
     let mut s = (size / 64)
         .next_power_of_two()
         .clamp(floor, index::MAX_SEGMENT_SIZE);
@@ -70,7 +70,7 @@ pub(crate) fn plan(dir: &Path, size: u64, opts: &DiskOptions) -> Result<Plan, Pl
     let existing_size = found.iter().filter_map(|f| f.2.map(|h| h.size)).max();
     let seg_size = match (existing_size, opts.segment_size) {
         (Some(s), _) => s,
-        (None, 0) => derive_segment_size(size, opts.chunk_size),
+        (None, 0) => derive_segment_size(size),
         (None, s) => s,
     };
     if !(64 << 10..=index::MAX_SEGMENT_SIZE).contains(&seg_size) {
