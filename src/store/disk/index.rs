@@ -188,10 +188,7 @@ impl Table {
 
     /// The tag at entry `i`.
     fn tag_at(&self, i: usize) -> u64 {
-        let at = (i / BUCKET) * BUCKET_BYTES + (i % BUCKET) * 5;
-        let mut b = [0u8; 8];
-        b[..5].copy_from_slice(&self.data[at..at + 5]);
-        u64::from_le_bytes(b)
+        Self::tag_in(self.bucket(i / BUCKET), i % BUCKET)
     }
 
     fn set_tag(&mut self, i: usize, t: u64) {
@@ -211,6 +208,24 @@ impl Table {
         self.data[at..at + 8].copy_from_slice(&v.to_le_bytes());
     }
 
+    /// Bucket `b`'s bytes.
+    #[inline]
+    fn bucket(&self, b: usize) -> &[u8; BUCKET_BYTES] {
+        let at = b * BUCKET_BYTES;
+        self.data[at..at + BUCKET_BYTES]
+            .try_into()
+            .expect("a bucket is BUCKET_BYTES long")
+    }
+
+    /// The tag at position `j` of a bucket (one unaligned load: the 5-byte tags are followed
+    /// by the values, so 8 bytes are always there to read).
+    #[inline]
+    fn tag_in(bk: &[u8; BUCKET_BYTES], j: usize) -> u64 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&bk[j * 5..j * 5 + 8]);
+        u64::from_le_bytes(w) & TAG_MASK
+    }
+
     /// The position of tag `t`, or None.
     fn find(&self, t: u64) -> Option<usize> {
         let nb = self.buckets();
@@ -219,10 +234,11 @@ impl Table {
         }
         let mut b = self.home(t);
         for _ in 0..nb {
-            for i in b * BUCKET..(b + 1) * BUCKET {
-                let k = self.tag_at(i);
+            let bk = self.bucket(b);
+            for j in 0..BUCKET {
+                let k = Self::tag_in(bk, j);
                 if k == t {
-                    return Some(i);
+                    return Some(b * BUCKET + j);
                 }
                 if k == EMPTY {
                     return None;
@@ -243,29 +259,40 @@ impl Table {
         let mut b = self.home(t);
         let mut free: Option<usize> = None;
         loop {
-            for i in b * BUCKET..(b + 1) * BUCKET {
-                let k = self.tag_at(i);
+            let bk = self.bucket(b);
+            let mut found = None;
+            let mut empty = None;
+            for j in 0..BUCKET {
+                let k = Self::tag_in(bk, j);
                 if k == t {
-                    let old = self.value_at(i);
-                    self.set_value(i, v);
-                    return Some(old);
+                    found = Some(b * BUCKET + j);
+                    break;
                 }
                 if k == TOMB && free.is_none() {
-                    free = Some(i);
+                    free = Some(b * BUCKET + j);
                 }
                 if k == EMPTY {
-                    let at = match free {
-                        Some(f) => {
-                            self.tombs -= 1;
-                            f
-                        }
-                        None => i,
-                    };
-                    self.set_tag(at, t);
-                    self.set_value(at, v);
-                    self.len += 1;
-                    return None;
+                    empty = Some(b * BUCKET + j);
+                    break;
                 }
+            }
+            if let Some(i) = found {
+                let old = self.value_at(i);
+                self.set_value(i, v);
+                return Some(old);
+            }
+            if let Some(i) = empty {
+                let at = match free {
+                    Some(f) => {
+                        self.tombs -= 1;
+                        f
+                    }
+                    None => i,
+                };
+                self.set_tag(at, t);
+                self.set_value(at, v);
+                self.len += 1;
+                return None;
             }
             b = if b + 1 == nb { 0 } else { b + 1 };
         }
