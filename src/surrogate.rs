@@ -141,6 +141,7 @@ impl SurrogateKeys {
                 }
             }
         }
+        crate::time::wait_past(now);
         report
     }
 

@@ -560,7 +560,7 @@ impl Proxy {
     /// Fetches from upstream and publishes what it got to the fill; stores what may be stored.
     async fn run_fill(&self, ctx: &Ctx, fill: &Arc<Fill>, primary: &str, mut base: Option<Object>) {
         let b = &ctx.behaviour;
-        let (resp, origin, request_time) = loop {
+        let (resp, origin, request_time, from_peer) = loop {
             let purpose = match &base {
                 Some(o) if forward::has_validators(&o.meta) => Purpose::Revalidate(&o.meta),
                 _ => Purpose::Fill,
@@ -570,9 +570,9 @@ impl Proxy {
                 Purpose::Revalidate(m) => Some(*m),
                 _ => None,
             };
-            let sent = match self.ask_owner(ctx, primary, stored).await {
-                Some(r) => Ok(r),
-                None => self.send_upstream(ctx, purpose, empty_body()).await,
+            let (sent, from_peer) = match self.ask_owner(ctx, primary, stored).await {
+                Some((r, name, peer)) => (Ok((r, name)), Some(peer)),
+                None => (self.send_upstream(ctx, purpose, empty_body()).await, None),
             };
             match sent {
                 Ok((resp, origin)) => {
@@ -588,7 +588,7 @@ impl Proxy {
                         base = None;
                         continue;
                     }
-                    break (resp, origin, request_time);
+                    break (resp, origin, request_time, from_peer);
                 }
                 Err(e) => {
                     let head = FillHead::Failed {
@@ -731,24 +731,31 @@ impl Proxy {
             shareable: storable.is_ok(),
             stored: writer.is_some(),
         });
-        let _ = origin;
 
-        // Stream the body to the fill (and so to every viewer) and to the store.
-        let timeout = self
-            .runtime
-            .load()
-            .clients
-            .get(origin.as_str())
-            .map_or(defaults::RESPONSE_TIMEOUT.get(), |c| c.response_timeout);
+        // Stream the body to the fill (and so to every viewer) and to the store. A peer's
+        // body is read with `peer_timeout` per read; when it breaks off, the rest comes from
+        // this node's own upstream (Range + If-Range on the peer's validator), so viewers
+        // still get the whole object; when that cannot be done, the fill is abandoned.
+        let mut timeout = match &from_peer {
+            Some(p) => p.cluster.peer_timeout(),
+            None => self.origin_timeout(&origin),
+        };
+        let validator = from_peer
+            .as_ref()
+            .filter(|_| status == StatusCode::OK && ctx.parts.method != Method::OPTIONS)
+            .and_then(|_| forward::if_range_validator(&meta.headers));
+        let mut from_peer = from_peer;
+        let mut expected = content_length;
         let mut body = rbody;
         let mut received: u64 = 0;
         let complete = loop {
-            match tokio::time::timeout(timeout, body.frame()).await {
-                Err(_) => break false,
-                Ok(None) => break content_length.is_none_or(|n| n == received),
+            let stalled = match tokio::time::timeout(timeout, body.frame()).await {
+                Err(_) => true,
+                Ok(None) if expected.is_none_or(|n| n == received) => break true,
+                Ok(None) => false,
                 Ok(Some(Err(e))) => {
                     tracing::debug!(error = %e, "upstream body broke off");
-                    break false;
+                    false
                 }
                 Ok(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else {
@@ -761,7 +768,7 @@ impl Proxy {
                             writer = None;
                         }
                     }
-                    if content_length == Some(received) {
+                    if expected == Some(received) {
                         // The last byte: make the object visible and retire the fill before
                         // any viewer can see the body end, so a follow-up request is a hit.
                         self.commit(writer.take(), &meta, request_time);
@@ -771,7 +778,26 @@ impl Proxy {
                         return;
                     }
                     fill.push_chunk(data);
+                    continue;
                 }
+            };
+            // The body broke off: only a peer's is resumed, once.
+            let Some(peer) = from_peer.take() else {
+                break false;
+            };
+            peer.cluster.body_failed(&peer.peer, stalled);
+            let Some(validator) = &validator else {
+                tracing::warn!(key = %meta.key, "a peer's body broke off and the response has no strong validator to resume it; abandoning the fill");
+                break false;
+            };
+            match self.resume(ctx, validator, received, expected).await {
+                Some((rest, total, t)) => {
+                    tracing::info!(key = %meta.key, received, peer = %peer.peer.name, "peer's body broke off; resuming from upstream");
+                    body = rest;
+                    expected = Some(total);
+                    timeout = t;
+                }
+                None => break false,
             }
         };
         if complete {
@@ -822,6 +848,58 @@ impl Proxy {
         m.body_len = 0;
         if let Ok(w) = self.store.put(m) {
             let _ = w.finish();
+        }
+    }
+
+    /// The per-read timeout of an origin's response body.
+    fn origin_timeout(&self, origin: &str) -> Duration {
+        self.runtime
+            .load()
+            .clients
+            .get(origin)
+            .map_or(defaults::RESPONSE_TIMEOUT.get(), |c| c.response_timeout)
+    }
+
+    /// Asks this node's own upstream for the rest of an object from byte `start` on, on
+    /// condition that it is still the version `validator` names. Returns the rest's body,
+    /// the object's whole length and the per-read timeout; `None` when the upstream failed
+    /// or sent anything but the matching 206 (the object changed: splicing two versions
+    /// would corrupt the body, so the caller abandons the fill instead).
+    async fn resume(
+        &self,
+        ctx: &Ctx,
+        validator: &HeaderValue,
+        start: u64,
+        total: Option<u64>,
+    ) -> Option<(Incoming, u64, Duration)> {
+        let purpose = Purpose::Resume { start, validator };
+        let (resp, origin) = match self.send_upstream(ctx, purpose, empty_body()).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot resume a broken peer body from upstream");
+                return None;
+            }
+        };
+        let same_etag = match (
+            validator.as_bytes().starts_with(b"\""),
+            resp.headers().get(http::header::ETAG),
+        ) {
+            (true, Some(etag)) => etag == validator,
+            _ => true,
+        };
+        let len = forward::resumed_range_fits(resp.headers(), start, total);
+        match len {
+            Some(len) if resp.status() == StatusCode::PARTIAL_CONTENT && same_etag => {
+                Some((resp.into_body(), len, self.origin_timeout(&origin)))
+            }
+            _ => {
+                tracing::warn!(
+                    status = %resp.status(),
+                    start,
+                    "upstream did not continue the same object (If-Range); abandoning the fill"
+                );
+                None
+            }
         }
     }
 
@@ -895,6 +973,10 @@ impl Proxy {
             Purpose::Pass => Purpose::Pass,
             Purpose::Fill => Purpose::Fill,
             Purpose::Revalidate(m) => Purpose::Revalidate(m),
+            Purpose::Resume { start, validator } => Purpose::Resume {
+                start: *start,
+                validator,
+            },
         };
         let req =
             forward::upstream_request(&fctx, &ctx.parts, purpose, body).map_err(|detail| {

@@ -110,6 +110,27 @@ pub fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
     Ok(Bytes::from(buf))
 }
 
+/// Appends up to `len` bytes read at `offset` to `buf` (fewer at the end of the file), with
+/// no intermediate buffer.
+fn read_append(file: &File, offset: u64, buf: &mut Vec<u8>, len: usize) -> io::Result<()> {
+    let start = buf.len();
+    buf.resize(start + len, 0);
+    let mut got = 0;
+    while got < len {
+        match file.read_at(&mut buf[start + got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                buf.truncate(start);
+                return Err(e);
+            }
+        }
+    }
+    buf.truncate(start + got);
+    Ok(())
+}
+
 /// One step of a scan.
 #[derive(Debug)]
 pub enum ScanItem {
@@ -187,8 +208,8 @@ impl<'a> Scanner<'a> {
         let want = n.max(SCAN_READ).min(avail);
         let mut v = Vec::with_capacity(want);
         v.extend_from_slice(&self.buf[have_from.min(self.buf.len())..]);
-        let more = read_at(self.file, self.pos + v.len() as u64, want - v.len())?;
-        v.extend_from_slice(&more);
+        let len = v.len();
+        read_append(self.file, self.pos + len as u64, &mut v, want - len)?;
         self.base = self.pos;
         self.buf = Bytes::from(v);
         Ok(self.buf.len().min(avail))
