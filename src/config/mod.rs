@@ -155,6 +155,9 @@ pub struct ClusterConfig {
     #[serde(rename = "self")]
     pub self_addr: Option<String>,
     pub peers_dns: Option<String>,
+    /// Resolvers (`IP:PORT`) asked for `peers_dns` instead of the system's (resolv.conf).
+    #[serde(default)]
+    pub dns_servers: Vec<std::net::SocketAddr>,
     #[serde(default = "d_peer_timeout")]
     pub peer_timeout: Dur,
     #[serde(default = "d_dns_refresh")]
