@@ -31,7 +31,7 @@ pub mod survey;
 
 use crate::config::StoreConfig;
 use crate::store::{Body, Object, ObjectMeta, ObjectWriter, Store, StoreError, StoreStats};
-use admission::Doorkeeper;
+use admission::{Doorkeeper, Sketch, Threshold};
 use bytes::Bytes;
 use checkpoint::{Checkpoint, CheckpointHeader};
 use index::{Entry, Index};
@@ -60,10 +60,13 @@ pub struct DiskOptions {
     /// Objects at least this large are stored only after their key missed twice.
     pub large_admission: Option<u64>,
     /// Once the store is full (it has begun reclaiming segments), a new key is stored only
-    /// on its second miss, so one-hit wonders do not push out objects that are asked for
-    /// again (TinyLFU's doorkeeper). A store that is not yet full stores on the first miss.
+    /// if its recent access frequency per byte (TinyLFU sketch) is at least that of what
+    /// eviction has recently been dropping, so one-hit wonders do not push out objects that
+    /// are asked for again. Replacements of a stored key are always admitted; a store that
+    /// is not yet full stores every miss. Reclaim then also keeps objects that pass the
+    /// same bar (besides those read since written).
     pub admit_when_full: bool,
-    /// The share of a reclaimed segment that may be re-appended (hit objects kept).
+    /// The share of a reclaimed segment that may be re-appended (objects kept).
     pub reappend_budget: f64,
     /// How often the write buffer is flushed to the file even when not full.
     pub flush_interval: Duration,
@@ -80,7 +83,7 @@ impl Default for DiskOptions {
             chunk_size: 1 << 20,
             large_admission: Some(64 << 20),
             admit_when_full: true,
-            reappend_budget: 0.5,
+            reappend_budget: 1.0,
             flush_interval: Duration::from_millis(200),
             background: true,
             write_buffer: 4 << 20,
@@ -119,6 +122,10 @@ pub(crate) struct Inner {
     index: Index,
     ram: RamTier,
     doorkeeper: Doorkeeper,
+    /// Recent accesses by key hash (every `get`), for admission and retention.
+    sketch: Sketch,
+    /// The frequency-per-byte bar for admission and retention, from what reclaim drops.
+    threshold: Threshold,
     ready: Mutex<bool>,
     ready_cv: Condvar,
     ready_flag: AtomicBool,
@@ -214,6 +221,8 @@ impl DiskStore {
             index: Index::new(),
             ram: RamTier::new(cfg.memory.0),
             doorkeeper: Doorkeeper::new(),
+            sketch: Sketch::new(Sketch::width_for(cfg.size.0)),
+            threshold: Threshold::default(),
             ready: Mutex::new(false),
             ready_cv: Condvar::new(),
             ready_flag: AtomicBool::new(false),
@@ -229,6 +238,9 @@ impl DiskStore {
         });
         let mut plan = plan;
         recovery::load_checkpoint(&inner, &mut plan);
+        // The admission sketch and bar as of the last checkpoint (a missing or stale file
+        // only means admission starts from scratch).
+        admission::load(&dir, &inner.sketch, &inner.threshold);
         let store = DiskStore {
             inner: inner.clone(),
             thread: Mutex::new(None),
@@ -329,6 +341,12 @@ impl DiskStore {
     pub fn segment_usage(&self) -> Vec<SegmentUsage> {
         self.inner.segment_usage()
     }
+}
+
+/// What reclaim needs to know of the large object a chunk belongs to.
+struct ChunkOwner {
+    /// Its bytes on disk (head record and body).
+    stored_len: u64,
 }
 
 /// How full one segment is.
@@ -519,6 +537,7 @@ impl Inner {
 
     fn get(self: &Arc<Self>, key: &str) -> Option<Object> {
         let h = index::key_hash(key.as_bytes());
+        self.sketch.add(h);
         let Some(e) = self.index.touch(h) else {
             self.doorkeeper.record_miss(h);
             return None;
@@ -633,12 +652,23 @@ impl Inner {
                 limit: self.seg_size - segment::SEGMENT_HEADER_LEN,
             });
         }
-        if log
+        // A new segment may start with records re-appended by the reclaim its roll did;
+        // a few more rolls always make room (each reclaims another segment).
+        let mut rolls = 0u32;
+        while log
             .active
             .as_ref()
             .is_none_or(|a| a.pos + len > self.seg_size)
         {
-            self.roll(log)?;
+            // The first roll re-appends within the full budget, a second within half a
+            // segment, a third none: the record then fits (it is at most a segment).
+            let share = match rolls {
+                0 => self.opts.reappend_budget,
+                1 => self.opts.reappend_budget.min(0.5),
+                _ => 0.0,
+            };
+            self.roll(log, share)?;
+            rolls += 1;
         }
         let (slot, offset) = log.push(rec);
         if let Some((flags, drop_ram)) = index {
@@ -721,8 +751,8 @@ impl Inner {
     }
 
     /// Seals the active segment and starts a new one in a free slot, reclaiming the oldest
-    /// segment first when no slot is free.
-    fn roll(&self, log: &mut Log) -> Result<(), StoreError> {
+    /// segment first when no slot is free; the reclaim may re-append `share` of a segment.
+    fn roll(&self, log: &mut Log, share: f64) -> Result<(), StoreError> {
         self.flush_log(log);
         if self.degraded.load(Ordering::Acquire) {
             return Err(StoreError::Refused(
@@ -760,7 +790,7 @@ impl Inner {
         if free(&self.slots.read()).is_none() {
             self.full.store(true, Ordering::Relaxed);
             if let Some(victim) = self.oldest_slot(Some(slot)) {
-                self.reclaim(log, victim, false);
+                self.reclaim(log, victim, false, share);
             }
         }
         Ok(())
@@ -844,19 +874,27 @@ impl Inner {
             .fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Reclaims segment `victim`: objects read since they were written are re-appended to
-    /// the active segment within the write budget, the rest leave the index; then the slot
-    /// is freed.
-    fn reclaim(&self, log: &mut Log, victim: u32, keep_all: bool) {
+    /// Reclaims segment `victim`: objects read since they were written, or (with
+    /// admission on) asked for at least as often per byte as the admission bar, are
+    /// re-appended to the active segment within the write budget, the rest leave the
+    /// index; then the slot is freed. The scores of what was dropped set the bar.
+    fn reclaim(&self, log: &mut Log, victim: u32, keep_all: bool, share: f64) {
         let Some(s) = self.slot(victim) else { return };
         let end = s.flushed.load(Ordering::Acquire);
         let mut budget = if keep_all {
             self.seg_size
         } else {
-            (self.seg_size as f64 * self.opts.reappend_budget) as u64
+            (self.seg_size as f64 * share.clamp(0.0, 1.0)) as u64
         };
         let now = now_ms();
-        let mut last_chunk_owner: Option<(u64, bool)> = None;
+        let bar = if self.opts.admit_when_full {
+            self.threshold.get()
+        } else {
+            0
+        };
+        let mut drops: Vec<u64> = Vec::new();
+        // Large objects already kept or dropped during this reclaim.
+        let mut large_done: std::collections::HashSet<u64> = std::collections::HashSet::new();
         let items: Vec<segment::ScanItem> =
             segment::Scanner::new(&s.file, segment::SEGMENT_HEADER_LEN, end).collect();
         for item in items {
@@ -896,10 +934,24 @@ impl Inner {
                         continue;
                     }
                     let chunked = head.header.flags & FLAG_CHUNKED != 0;
-                    let keep = head.header.kind == Kind::Object
-                        && !chunked
-                        && (keep_all || entry_flags & Entry::REFERENCED != 0)
-                        && !e.expired(now);
+                    let stored_len =
+                        head.header.record_len() + if chunked { head.header.body_len } else { 0 };
+                    let score = admission::score(self.sketch.estimate(h), stored_len);
+                    let worth = entry_flags & Entry::REFERENCED != 0 || (bar > 0 && score > bar);
+                    let keep =
+                        head.header.kind == Kind::Object && (keep_all || worth) && !e.expired(now);
+                    if chunked {
+                        large_done.insert(h);
+                        if keep && self.reappend_large(log, h, &e, &mut budget, now) {
+                            continue;
+                        }
+                        if self.index.remove_if_at(h, &e) {
+                            self.ram.remove(h);
+                            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                            drops.push(score);
+                        }
+                        continue;
+                    }
                     let rec = NewRecord {
                         kind: Kind::Object,
                         flags: 0,
@@ -929,10 +981,11 @@ impl Inner {
                     } else if self.index.remove_if_at(h, &e) {
                         self.ram.remove(h);
                         self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        drops.push(score);
                     }
                 }
                 Kind::Chunk => {
-                    if last_chunk_owner.is_some_and(|(oh, _)| oh == h) {
+                    if large_done.contains(&h) {
                         continue;
                     }
                     let Some(e) = self.index.get(h) else { continue };
@@ -940,15 +993,30 @@ impl Inner {
                         continue;
                     }
                     // Is this chunk part of the object the index points at?
-                    let owner = self.resolve_chunk_owner(log, &e, victim, offset);
-                    last_chunk_owner = Some((h, owner.is_some()));
-                    if owner.is_some() && self.index.remove_if_at(h, &e) {
+                    let Some(owner) = self.resolve_chunk_owner(log, &e, victim, offset) else {
+                        continue;
+                    };
+                    large_done.insert(h);
+                    let score = admission::score(self.sketch.estimate(h), owner.stored_len);
+                    let worth = e.has(Entry::REFERENCED) || (bar > 0 && score > bar);
+                    if (keep_all || worth)
+                        && !e.expired(now)
+                        && self.reappend_large(log, h, &e, &mut budget, now)
+                    {
+                        continue;
+                    }
+                    if self.index.remove_if_at(h, &e) {
                         self.ram.remove(h);
                         self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        drops.push(score);
                     }
                 }
                 Kind::Tombstone => {}
             }
+        }
+        if !keep_all {
+            self.threshold.record_drops(&mut drops);
+            self.sketch.set_objects(self.index.len() as u64);
         }
         if log.buf.len() >= self.opts.write_buffer {
             self.flush_log(log);
@@ -956,8 +1024,14 @@ impl Inner {
         self.free_slot(victim);
     }
 
-    /// If the large object `e` points at has a chunk at (`slot`, `offset`), its key.
-    fn resolve_chunk_owner(&self, log: &Log, e: &Entry, slot: u32, offset: u64) -> Option<String> {
+    /// If the large object `e` points at has a chunk at (`slot`, `offset`), what it is.
+    fn resolve_chunk_owner(
+        &self,
+        log: &Log,
+        e: &Entry,
+        slot: u32,
+        offset: u64,
+    ) -> Option<ChunkOwner> {
         let (mut head, _) = self
             .read_head_with(Some(log), e.slot, e.offset, index::class_len(e.size_class))
             .ok()?;
@@ -971,7 +1045,123 @@ impl Inner {
         head.table
             .iter()
             .any(|r| r.slot == slot && r.offset as u64 == offset)
-            .then(|| String::from_utf8_lossy(&head.key).into_owned())
+            .then(|| ChunkOwner {
+                stored_len: head.header.record_len() + head.header.body_len,
+            })
+    }
+
+    /// Re-appends large object `e` (hash `h`) whole: every chunk (verified against its crc)
+    /// and then a new `Object` record with the current metadata and a table pointing at the
+    /// copies, if all of it fits `budget` and the active segment. The index then points at
+    /// the copy. False (nothing changed in the index) if it could not.
+    fn reappend_large(&self, log: &mut Log, h: u64, e: &Entry, budget: &mut u64, now: u64) -> bool {
+        let Ok((head, _)) = self.read_head_with(
+            Some(&*log),
+            e.slot,
+            e.offset,
+            index::class_len(e.size_class),
+        ) else {
+            return false;
+        };
+        let body = if head.header.kind == Kind::Meta {
+            let Some(r) = head.table.first().copied() else {
+                return false;
+            };
+            if self.gen_lo(r.slot) != Some(r.len) {
+                return false;
+            }
+            match self.read_head_with(Some(&*log), r.slot, r.offset as u64, FIRST_READ) {
+                Ok((b, _)) => b,
+                Err(_) => return false,
+            }
+        } else {
+            head.clone()
+        };
+        if body.header.kind != Kind::Object
+            || body.header.flags & FLAG_CHUNKED == 0
+            || body.key != head.key
+        {
+            return false;
+        }
+        let chunk_len = |len: u32| record::HEADER_LEN as u64 + record::align(len as u64);
+        let mut table = body.table.clone();
+        let head_len = NewRecord {
+            kind: Kind::Object,
+            flags: FLAG_CHUNKED,
+            key_hash: h,
+            key: &head.key,
+            meta: &head.meta,
+            table: &table,
+            inline: &[],
+            body_len: body.header.body_len,
+            written_at: now,
+            expires_at: head.header.expires_at,
+        }
+        .len();
+        let total: u64 = table.iter().map(|r| chunk_len(r.len)).sum::<u64>() + head_len;
+        if total > *budget || !log.fits(total, self.seg_size) {
+            return false;
+        }
+        // Read and verify every chunk before writing anything.
+        let mut datas = Vec::with_capacity(table.len());
+        for r in &table {
+            let data = match self.read_with(
+                Some(&*log),
+                r.slot,
+                r.offset as u64 + record::HEADER_LEN as u64,
+                r.len as u64,
+            ) {
+                Ok(d) if d.len() == r.len as usize && crc32fast::hash(&d) == r.crc => d,
+                _ => return false,
+            };
+            datas.push(data);
+        }
+        for (r, data) in table.iter_mut().zip(&datas) {
+            let rec = NewRecord {
+                kind: Kind::Chunk,
+                flags: 0,
+                key_hash: h,
+                key: &[],
+                meta: &[],
+                table: &[],
+                inline: data,
+                body_len: data.len() as u64,
+                written_at: now,
+                expires_at: u64::MAX,
+            };
+            let (slot, off) = log.push(&rec);
+            r.slot = slot;
+            r.offset = off as u32;
+        }
+        let head_rec = NewRecord {
+            kind: Kind::Object,
+            flags: FLAG_CHUNKED,
+            key_hash: h,
+            key: &head.key,
+            meta: &head.meta,
+            table: &table,
+            inline: &[],
+            body_len: body.header.body_len,
+            written_at: now,
+            expires_at: head.header.expires_at,
+        };
+        let len = head_rec.len();
+        let (slot, off) = log.push(&head_rec);
+        *budget -= total;
+        let new = Entry {
+            slot,
+            offset: off,
+            size_class: index::size_class(len),
+            flags: Entry::LARGE,
+            expiry_hours: e.expiry_hours,
+        };
+        if self.index.replace_if_at(h, e, new) {
+            log.pending.push((h, new));
+            self.counters.reappended.fetch_add(1, Ordering::Relaxed);
+            true
+        } else {
+            false
+        }
     }
 
     pub(crate) fn checkpoint(&self) -> Result<(), StoreError> {
@@ -1010,6 +1200,9 @@ impl Inner {
             (header, entries)
         };
         Checkpoint::write(&self.dir, &header, &entries)?;
+        if let Err(e) = admission::save(&self.dir, &self.sketch, &self.threshold) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot save the admission sketch");
+        }
         Ok(())
     }
 
@@ -1036,13 +1229,13 @@ impl Inner {
                 .as_ref()
                 .is_some_and(|a| a.pos + u.live_bytes <= self.seg_size);
             if !room {
-                self.roll(&mut log)?;
+                self.roll(&mut log, self.opts.reappend_budget)?;
             }
             if self
                 .slot(u.slot)
                 .is_some_and(|s| s.gen.load(Ordering::Acquire) == u.generation)
             {
-                self.reclaim(&mut log, u.slot, true);
+                self.reclaim(&mut log, u.slot, true, 1.0);
                 reclaimed += u.file_bytes.saturating_sub(u.live_bytes);
             }
         }
@@ -1133,18 +1326,8 @@ impl Store for DiskStore {
                 limit,
             });
         }
-        if inner.opts.admit_when_full
-            && inner.full.load(Ordering::Relaxed)
-            && !inner.doorkeeper.admits(h)
-            && inner.index.get(h).is_none()
-        {
-            inner
-                .counters
-                .refused_admission
-                .fetch_add(1, Ordering::Relaxed);
-            return Err(StoreError::Refused(
-                "the store is full: a new object is stored on its second miss",
-            ));
+        if meta.body_len != u64::MAX && !inner.admits(h, &meta, meta.body_len) {
+            return Err(StoreError::Refused(NOT_ADMITTED));
         }
         if let Some(big) = inner.opts.large_admission {
             if meta.body_len != u64::MAX && meta.body_len >= big && !inner.doorkeeper.admits(h) {
@@ -1328,7 +1511,42 @@ impl Store for DiskStore {
     }
 }
 
+const NOT_ADMITTED: &str =
+    "the store is full and the object is asked for less often (per byte) than what it evicts";
+
+/// Roughly the bytes of a record holding `meta` and a body of `body_len` bytes (the
+/// metadata encoding's size is estimated from the header lengths).
+fn record_len_estimate(meta: &ObjectMeta, body_len: u64) -> u64 {
+    let headers: usize = meta
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 6)
+        .sum();
+    let head = record::HEADER_LEN + meta.key.len() + 67 + headers;
+    record::align(head as u64) + record::align(body_len)
+}
+
 impl Inner {
+    /// The admission rule once the store is full (see [`DiskOptions::admit_when_full`]):
+    /// counts a refusal.
+    fn admits(&self, h: u64, meta: &ObjectMeta, body_len: u64) -> bool {
+        if !self.opts.admit_when_full || !self.full.load(Ordering::Relaxed) {
+            return true;
+        }
+        let bar = self.threshold.get();
+        if bar == 0 || self.index.get(h).is_some() {
+            return true;
+        }
+        let score = admission::score(self.sketch.estimate(h), record_len_estimate(meta, body_len));
+        if score >= bar {
+            return true;
+        }
+        self.counters
+            .refused_admission
+            .fetch_add(1, Ordering::Relaxed);
+        false
+    }
+
     /// The largest body stored: an eighth of the budget, so that an object's chunks are not
     /// reclaimed while it is being written.
     fn max_object(&self) -> u64 {
@@ -1423,6 +1641,11 @@ impl ObjectWriter for DiskWriter {
             return Err(StoreError::Refused(
                 "body length differs from the announced length",
             ));
+        }
+        if self.meta.body_len == u64::MAX
+            && !self.inner.admits(self.key_hash, &self.meta, self.total)
+        {
+            return Err(StoreError::Refused(NOT_ADMITTED));
         }
         self.meta.body_len = self.total;
         let chunked = !self.chunks.is_empty();
