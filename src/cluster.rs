@@ -12,7 +12,7 @@
 //! one-hop request; the proxy treats the answer like any upstream response.
 
 use crate::config::ClusterConfig;
-use crate::metrics::{Metrics, PeerLabels};
+use crate::metrics::{MemberLabels, Metrics, PeerLabels};
 use crate::proxy::hop::is_hop_by_hop;
 use crate::store::ObjectMeta;
 use crate::upstream::UpstreamBody;
@@ -28,6 +28,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use parking_lot::Mutex;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -92,6 +93,40 @@ impl Peer {
     }
 }
 
+/// A resolver asking `servers` (`IP:PORT`, over UDP then TCP), or the system's resolvers
+/// (`/etc/resolv.conf`, `/etc/hosts`) when there are none. Answers are not cached, so every
+/// refresh sees the current records.
+fn resolver(servers: &[SocketAddr]) -> Result<hickory_resolver::TokioResolver, String> {
+    use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+    use hickory_resolver::net::runtime::TokioRuntimeProvider;
+    use hickory_resolver::TokioResolver;
+    let mut builder = if servers.is_empty() {
+        TokioResolver::builder_tokio()
+            .map_err(|e| format!("cannot read the system's DNS configuration: {e}"))?
+    } else {
+        let name_servers = servers
+            .iter()
+            .map(|s| {
+                let mut udp = ConnectionConfig::udp();
+                udp.port = s.port();
+                let mut tcp = ConnectionConfig::tcp();
+                tcp.port = s.port();
+                NameServerConfig::new(s.ip(), true, vec![udp, tcp])
+            })
+            .collect();
+        TokioResolver::builder_with_config(
+            ResolverConfig::from_name_servers(name_servers),
+            TokioRuntimeProvider::default(),
+        )
+    };
+    let opts = builder.options_mut();
+    opts.positive_max_ttl = Some(Duration::ZERO);
+    opts.negative_max_ttl = Some(Duration::ZERO);
+    builder
+        .build()
+        .map_err(|e| format!("cannot build the DNS resolver: {e}"))
+}
+
 /// The rendezvous score of a member for a key: the member with the highest score owns it.
 pub fn score(member: &str, key: &str) -> u64 {
     xxh3_64_with_seed(key.as_bytes(), xxh3_64(member.as_bytes()))
@@ -126,17 +161,23 @@ pub struct Cluster {
     metrics: Arc<Metrics>,
     dns: Option<String>,
     dns_refresh: Duration,
+    /// The resolver for `dns`: `dns_servers`, or the system's configuration.
+    resolver: Option<hickory_resolver::TokioResolver>,
+    /// Set when a reload replaced this view: its maintenance task ends.
+    retired: AtomicBool,
 }
 
 impl Cluster {
     /// Builds the cluster view from `[cluster]`, resolving `peers_dns` once (a failure there
     /// leaves the member list empty until the next refresh: the node then uses its own
-    /// upstream for everything).
+    /// upstream for everything). On a reload, `previous` is the view being replaced: members
+    /// in both keep their health (a peer marked down stays down until probed).
     pub async fn new(
         cfg: &ClusterConfig,
         listen: SocketAddr,
         node_id: &str,
         metrics: Arc<Metrics>,
+        previous: Option<&Cluster>,
     ) -> Result<Arc<Cluster>, String> {
         let mut self_addrs = vec![listen.to_string()];
         if let Some(s) = &cfg.self_addr {
@@ -151,16 +192,22 @@ impl Cluster {
             .build(http);
         let node_id = HeaderValue::from_str(node_id)
             .map_err(|e| format!("node id `{node_id}` is not a header value: {e}"))?;
+        let carried = previous.map_or_else(Vec::new, |p| p.members.load().to_vec());
         let cluster = Cluster {
-            members: ArcSwap::from_pointee(Vec::new()),
+            members: ArcSwap::from_pointee(carried),
             self_name: None,
             self_addrs,
             timeout: cfg.peer_timeout.get(),
             client,
             node_id,
             metrics,
+            resolver: match &cfg.peers_dns {
+                Some(_) => Some(resolver(&cfg.dns_servers)?),
+                None => None,
+            },
             dns: cfg.peers_dns.clone(),
             dns_refresh: cfg.dns_refresh.get(),
+            retired: AtomicBool::new(false),
         };
         let mut cluster = cluster;
         if cluster.dns.is_none() {
@@ -197,21 +244,62 @@ impl Cluster {
         if changed {
             tracing::info!(members = ?peers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), "cluster membership");
         }
+        for gone in old
+            .iter()
+            .filter(|o| !peers.iter().any(|p| p.name == o.name))
+        {
+            self.metrics.cluster_members.remove(&MemberLabels {
+                peer: gone.name.clone(),
+            });
+        }
         self.members.store(Arc::new(peers));
+        self.show_health();
+    }
+
+    /// Sets `strata_cluster_member` for every member: 1 up, 0 marked down.
+    fn show_health(&self) {
+        for p in self.members.load().iter() {
+            self.metrics
+                .cluster_members
+                .get_or_create(&MemberLabels {
+                    peer: p.name.clone(),
+                })
+                .set(i64::from(p.is_up()));
+        }
+    }
+
+    /// Ends this view's maintenance (a reload replaced it). With `forget`, its members'
+    /// `strata_cluster_member` series go too (the node has no `[cluster]` any more).
+    pub fn retire(&self, forget: bool) {
+        self.retired.store(true, Ordering::Release);
+        if forget {
+            for p in self.members.load().iter() {
+                self.metrics.cluster_members.remove(&MemberLabels {
+                    peer: p.name.clone(),
+                });
+            }
+        }
     }
 
     async fn refresh_dns(&self) -> Result<(), String> {
-        let Some(name) = &self.dns else {
+        let (Some(name), Some(resolver)) = (&self.dns, &self.resolver) else {
             return Ok(());
         };
-        let addrs = tokio::time::timeout(
+        let (host, port) = name
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+            .ok_or_else(|| format!("cluster.peers_dns `{name}` is not NAME:PORT"))?;
+        let found = tokio::time::timeout(
             self.timeout.max(Duration::from_secs(2)),
-            tokio::net::lookup_host(name.as_str()),
+            resolver.lookup_ip(host),
         )
         .await
         .map_err(|_| format!("resolving {name} timed out"))?
         .map_err(|e| format!("cannot resolve {name}: {e}"))?;
-        let names: Vec<String> = addrs.map(|a| a.to_string()).collect();
+        let names: Vec<String> = found
+            .iter()
+            .map(|ip| SocketAddr::new(ip, port).to_string())
+            .collect();
         if names.is_empty() {
             return Err(format!("{name} resolved to no address"));
         }
@@ -417,6 +505,10 @@ impl Cluster {
                 _ = tokio::time::sleep(tick) => {}
                 _ = stop.changed() => return,
             }
+            if self.retired.load(Ordering::Acquire) {
+                return;
+            }
+            self.show_health();
             let now = Instant::now();
             if self.dns.is_some() && now >= next_dns {
                 next_dns = now + self.dns_refresh;

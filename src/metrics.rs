@@ -35,6 +35,9 @@ pub struct Metrics {
     pub origin_requests: Family<OriginLabels, Counter>,
     pub coalesced: Counter,
     pub peer_requests: Family<PeerLabels, Counter>,
+    /// One series per current member of this node's tier: 1 while it is up, 0 while it is
+    /// marked down; a member that leaves loses its series.
+    pub cluster_members: Family<MemberLabels, Gauge>,
     store_objects: Gauge,
     store_bytes: Gauge,
     index_memory: Gauge,
@@ -51,6 +54,11 @@ pub struct Metrics {
     pub access_log_dropped: Counter,
     pub reloads: Family<ReloadLabels, Counter>,
     pub ready: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MemberLabels {
+    pub peer: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -118,6 +126,12 @@ impl Metrics {
             "strata_peer_requests",
             "Requests forwarded to peers, by peer and result",
             peer_requests.clone(),
+        );
+        let cluster_members = Family::<MemberLabels, Gauge>::default();
+        registry.register(
+            "strata_cluster_member",
+            "Members of this node's tier ([cluster]): 1 up, 0 marked down",
+            cluster_members.clone(),
         );
         let gauge = |registry: &mut Registry, name: &str, help: &str| {
             let g = Gauge::default();
@@ -214,6 +228,7 @@ impl Metrics {
             origin_requests,
             coalesced,
             peer_requests,
+            cluster_members,
             store_objects,
             store_bytes,
             index_memory,

@@ -20,7 +20,7 @@ pub async fn serve(config: Resolved, config_path: Option<PathBuf>) -> anyhow::Re
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => match &config_path {
-                Some(path) => reload(&node, path),
+                Some(path) => reload(&node, path).await,
                 None => tracing::info!("SIGHUP ignored: running without a config file"),
             },
             _ = usr1.recv() => {
@@ -34,9 +34,10 @@ pub async fn serve(config: Resolved, config_path: Option<PathBuf>) -> anyhow::Re
     Ok(())
 }
 
-/// Re-reads the config file and swaps it in; on any error the running config stays.
-pub fn reload(node: &Node, path: &Path) {
-    let attempt = || -> anyhow::Result<()> {
+/// Re-reads the config file and swaps it in, `[cluster]` (peers added or removed, timeouts,
+/// DNS settings) included; on any error the running config stays.
+pub async fn reload(node: &Node, path: &Path) {
+    let attempt = async {
         let (file, text) = ConfigFile::load(path)?;
         let resolved = Resolved::new(file, &path.display().to_string(), Some(&text))?;
         let running = node.proxy.config();
@@ -50,11 +51,13 @@ pub fn reload(node: &Node, path: &Path) {
         node.proxy
             .access_log
             .configure(runtime.config.file.access_log.as_ref())?;
+        let cluster = runtime.config.file.cluster.clone();
         node.proxy.reload(runtime);
-        Ok(())
+        node.apply_cluster(cluster.as_ref()).await?;
+        anyhow::Ok(())
     };
     let reloads = &node.proxy.metrics.reloads;
-    match attempt() {
+    match attempt.await {
         Ok(()) => {
             reloads.get_or_create(&ReloadLabels { result: "ok" }).inc();
             tracing::info!(file = %path.display(), "configuration reloaded")

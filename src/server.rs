@@ -120,11 +120,16 @@ impl Node {
             )),
         ];
         if let Some(cfg) = &config.file.cluster {
-            let cluster =
-                crate::cluster::Cluster::new(cfg, addr, &proxy.node_id, proxy.metrics.clone())
-                    .await
-                    .map_err(anyhow::Error::msg)
-                    .context("[cluster]")?;
+            let cluster = crate::cluster::Cluster::new(
+                cfg,
+                addr,
+                &proxy.node_id,
+                proxy.metrics.clone(),
+                None,
+            )
+            .await
+            .map_err(anyhow::Error::msg)
+            .context("[cluster]")?;
             proxy.cluster.store(Some(cluster.clone()));
             tasks.push(tokio::spawn(cluster.maintain(stop_rx.clone())));
         }
@@ -152,6 +157,40 @@ impl Node {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Applies a reloaded `[cluster]`: a new member view replaces the running one (members
+    /// in both keep their health; requests in flight finish with the view they started
+    /// with), or the node leaves its tier when the section is gone.
+    pub async fn apply_cluster(
+        &self,
+        cfg: Option<&crate::config::ClusterConfig>,
+    ) -> anyhow::Result<()> {
+        let old = self.proxy.cluster.load_full();
+        let Some(cfg) = cfg else {
+            if let Some(old) = old {
+                self.proxy.cluster.store(None);
+                old.retire(true);
+                tracing::info!("[cluster] removed: this node fills from its own upstream only");
+            }
+            return Ok(());
+        };
+        let cluster = crate::cluster::Cluster::new(
+            cfg,
+            self.addr,
+            &self.proxy.node_id,
+            self.proxy.metrics.clone(),
+            old.as_deref(),
+        )
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("[cluster]")?;
+        self.proxy.cluster.store(Some(cluster.clone()));
+        if let Some(old) = old {
+            old.retire(false);
+        }
+        tokio::spawn(cluster.maintain(self.stop.subscribe()));
+        Ok(())
     }
 
     /// The viewer TLS listener's address, when `node.listen_tls` is set.

@@ -62,7 +62,7 @@ memory = "64MiB"
 
 [cluster]
 peers = [{list}]
-peer_timeout = "500ms"
+peer_timeout = "1s"
 
 [[origins]]
 id = "origin"
@@ -279,24 +279,28 @@ fn an_object_changed_upstream_is_never_spliced() {
         t.peers[0].signal(libc::SIGSTOP);
         // The object changes before the survivors notice the stall and ask for the rest.
         t.origin.version.store(2, Ordering::SeqCst);
-        let mut cut = 0;
+        let whole = |path: &str, body: &[u8]| {
+            body == bulk_body(path, 1, t.origin.size) || body == bulk_body(path, 2, t.origin.size)
+        };
+        let mut cut = Vec::new();
         for task in tasks {
             let (path, got) = task.await.unwrap();
             match got {
-                // A viewer that got a complete response got one version, whole.
+                // A viewer that got a complete response got one version, whole (on a busy
+                // machine an ask may time out before the owner's head: that survivor then
+                // fetched the whole object itself).
                 Ok(g) => {
                     assert_eq!(g.status, StatusCode::OK);
                     assert!(
-                        g.body == bulk_body(&path, 1, t.origin.size)
-                            || g.body == bulk_body(&path, 2, t.origin.size),
+                        whole(&path, &g.body),
                         "{path}: a body spliced from two versions reached a viewer"
                     );
                 }
-                Err(_) => cut += 1,
+                Err(_) => cut.push(path),
             }
         }
         assert!(
-            cut > 0,
+            !cut.is_empty(),
             "no response was cut off: the change was not noticed"
         );
         assert!(
@@ -304,10 +308,21 @@ fn an_object_changed_upstream_is_never_spliced() {
             "the origin answered a range of a changed object"
         );
         assert!(!t.origin.if_ranges.lock().unwrap().is_empty());
-        // Nothing broken was stored: the next viewer gets the new version whole.
+        // Nothing broken was stored: the next viewer of a cut-off object gets the new version
+        // whole (the others may be served the version they were filled with).
         t.origin.piece_delay_ms.store(0, Ordering::SeqCst);
-        let again = ask_survivors(&t, &paths).await;
-        assert_all_whole(&t, &again);
+        for (path, got) in ask_survivors(&t, &paths).await {
+            let g = got.unwrap_or_else(|e| panic!("viewer request for {path} failed: {e}"));
+            assert_eq!(g.status, StatusCode::OK);
+            if cut.contains(&path) {
+                assert!(
+                    g.body == bulk_body(&path, 2, t.origin.size),
+                    "{path}: after a cut-off fill the next viewer must get the new version"
+                );
+            } else {
+                assert!(whole(&path, &g.body), "{path}: not one whole version");
+            }
+        }
         t.peers[0].kill();
     });
 }

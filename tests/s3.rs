@@ -292,3 +292,79 @@ fn missing_credentials_stop_the_node_at_start() {
         assert!(err.contains("[absent]"), "{err}");
     });
 }
+
+/// Virtual-hosted addressing for real: the node signs for and sends `Host:
+/// shop-images.s3.strata.test:PORT` (a name that resolves nowhere) while `connect_to` takes
+/// the TCP connection to SeaweedFS on loopback. SeaweedFS (`-s3.domainName`) reads the
+/// bucket from the host: were the request path-style, `/hello.txt` would name a bucket that
+/// does not exist.
+#[test]
+fn virtual_hosted_addressing_through_connect_to() {
+    credentials_file();
+    scenario(120, async {
+        let dir = tempfile::tempdir().unwrap();
+        let sw = Seaweed::start().await;
+        put(sw.s3, "", b"").await;
+        put(sw.s3, "/hello.txt", b"hello from s3\n").await;
+        put(sw.s3, "/odd name (1)!.txt", b"odd key\n").await;
+        let config = |id: &str, profile: &str, connect_to: bool| {
+            format!(
+                r#"{node}
+[[origins]]
+id = "images"
+url = "http://{S3_DOMAIN}:{port}/{BUCKET}"
+{connect}
+s3 = {{ region = "us-east-1", profile = "{profile}", addressing = "virtual" }}
+
+[default_behavior]
+origin = "images"
+cache_policy = "CachingOptimized"
+"#,
+                node = node_section(id, "127.0.0.1", 0, dir.path()),
+                port = sw.s3.port(),
+                connect = if connect_to {
+                    format!("connect_to = \"{}\"", sw.s3)
+                } else {
+                    String::new()
+                },
+            )
+        };
+        let c = client();
+
+        let good = node(&config("edge-virtual", "good", true)).await;
+        let got = get(&c, &format!("http://{}/hello.txt", good.addr()), &[]).await;
+        assert_eq!(got.status, StatusCode::OK, "{}", got.text());
+        assert_eq!(got.text(), "hello from s3\n");
+        assert!(got
+            .header("cache-status")
+            .contains("fwd-status=200; stored"));
+        let odd = get(
+            &c,
+            &format!("http://{}/odd%20name%20(1)!.txt", good.addr()),
+            &[],
+        )
+        .await;
+        assert_eq!(odd.status, StatusCode::OK, "{}", odd.text());
+        assert_eq!(odd.text(), "odd key\n");
+        good.shutdown().await;
+
+        // The same origin with a wrong secret: refused, nothing served or stored.
+        let wrong = node(&config("edge-virtual-wrong", "wrong", true)).await;
+        let got = get(&c, &format!("http://{}/hello.txt", wrong.addr()), &[]).await;
+        assert_eq!(got.status, StatusCode::BAD_GATEWAY);
+        assert!(
+            got.text().contains("SignatureDoesNotMatch"),
+            "{}",
+            got.text()
+        );
+        assert_eq!(wrong.proxy.store.stats().objects, 0);
+        wrong.shutdown().await;
+
+        // Without connect_to the virtual-hosted name is looked up and cannot be reached.
+        let lost = node(&config("edge-virtual-lost", "good", false)).await;
+        let got = get(&c, &format!("http://{}/hello.txt", lost.addr()), &[]).await;
+        assert_eq!(got.status, StatusCode::BAD_GATEWAY, "{}", got.text());
+        assert!(!got.text().contains("hello from s3"));
+        lost.shutdown().await;
+    });
+}

@@ -155,6 +155,9 @@ pub struct ClusterConfig {
     #[serde(rename = "self")]
     pub self_addr: Option<String>,
     pub peers_dns: Option<String>,
+    /// Resolvers (`IP:PORT`) asked for `peers_dns` instead of the system's (resolv.conf).
+    #[serde(default)]
+    pub dns_servers: Vec<std::net::SocketAddr>,
     #[serde(default = "d_peer_timeout")]
     pub peer_timeout: Dur,
     #[serde(default = "d_dns_refresh")]
@@ -191,6 +194,10 @@ pub struct OriginConfig {
     pub s3: Option<S3Config>,
     /// Extra CA certificates (PEM) trusted for this origin, beside the system roots.
     pub ca_file: Option<PathBuf>,
+    /// Connect to this address instead of resolving the URL's host (like curl's
+    /// `--connect-to`): `Host`, TLS SNI and the S3 signature keep the URL's (or the
+    /// virtual-hosted bucket's) name.
+    pub connect_to: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -417,6 +424,7 @@ impl ConfigFile {
                 response_timeout: defaults::RESPONSE_TIMEOUT,
                 s3: None,
                 ca_file: None,
+                connect_to: None,
             }],
             default_behavior: Some(BehaviorConfig {
                 path: None,

@@ -636,6 +636,28 @@ impl Resolved {
             ));
         }
         if let Some(c) = &file.cluster {
+            if let Some(name) = &c.peers_dns {
+                let port_ok = name
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+                if !port_ok {
+                    return Err(err(
+                        "cluster",
+                        None,
+                        "peers_dns",
+                        format!("cluster.peers_dns `{name}` is not NAME:PORT"),
+                    ));
+                }
+            }
+            if !c.dns_servers.is_empty() && c.peers_dns.is_none() {
+                return Err(err(
+                    "cluster",
+                    None,
+                    "dns_servers",
+                    "cluster.dns_servers is set but cluster.peers_dns is not: nothing to resolve"
+                        .into(),
+                ));
+            }
             for (i, p) in c.peers.iter().enumerate() {
                 if p.parse::<std::net::SocketAddr>().is_err() && !p.contains(':') {
                     return Err(err(

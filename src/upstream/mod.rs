@@ -10,7 +10,7 @@ pub mod s3;
 
 use crate::config::OriginTarget;
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Request, Response, Uri};
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -46,10 +46,50 @@ impl UpstreamError {
     }
 }
 
+/// The TCP side of an origin's connector: connects where the request's URL says, or always
+/// to the origin's `connect_to` address (the URL's host still names the server for `Host`,
+/// TLS SNI and S3 signing, which happen above this layer).
+#[derive(Clone)]
+pub struct ConnectTo {
+    http: HttpConnector,
+    to: Option<std::net::SocketAddr>,
+}
+
+impl tower_service::Service<Uri> for ConnectTo {
+    type Response = <HttpConnector as tower_service::Service<Uri>>::Response;
+    type Error = <HttpConnector as tower_service::Service<Uri>>::Error;
+    type Future = <HttpConnector as tower_service::Service<Uri>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.http.poll_ready(cx)
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        let dst = match self.to {
+            Some(addr) => connect_to_uri(addr).unwrap_or(dst),
+            None => dst,
+        };
+        self.http.call(dst)
+    }
+}
+
+/// The URI the TCP connector is given for a `connect_to` address.
+fn connect_to_uri(addr: std::net::SocketAddr) -> Option<Uri> {
+    Uri::builder()
+        .scheme("http")
+        .authority(addr.to_string())
+        .path_and_query("/")
+        .build()
+        .ok()
+}
+
 /// A pooled client for one origin.
 pub struct OriginClient {
     pub target: Arc<OriginTarget>,
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, UpstreamBody>,
+    client: Client<hyper_rustls::HttpsConnector<ConnectTo>, UpstreamBody>,
     pub response_timeout: Duration,
     s3: Option<s3::S3Signer>,
 }
@@ -67,7 +107,10 @@ impl OriginClient {
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(http);
+            .wrap_connector(ConnectTo {
+                http,
+                to: target.config.connect_to,
+            });
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)

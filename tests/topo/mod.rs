@@ -195,6 +195,10 @@ pub struct Seaweed {
 pub const S3_ACCESS_KEY: &str = "AKIASTRATATEST000001";
 pub const S3_SECRET_KEY: &str = "stratatestsecret/0123456789abcdefghij";
 
+/// The domain the test SeaweedFS serves virtual-hosted buckets under (`bucket.<domain>`).
+/// It resolves nowhere: nodes reach it through their origin's `connect_to`.
+pub const S3_DOMAIN: &str = "s3.strata.test";
+
 impl Seaweed {
     pub async fn start() -> Seaweed {
         let weed = which("weed").unwrap_or_else(|| {
@@ -243,6 +247,7 @@ impl Seaweed {
             .arg(format!("-admin.port={}", p + 8))
             .arg(format!("-admin.port.grpc={}", p + 9))
             .arg(format!("-s3.config={}", conf.display()))
+            .arg(format!("-s3.domainName={S3_DOMAIN}"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
