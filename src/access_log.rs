@@ -1,30 +1,31 @@
 //! The access log: one line per viewer request, in CloudFront's standard log fields
 //! (tab-separated, with `#Version` / `#Fields` headers) or as JSON lines.
 //!
-//! The request path only fills an [`Entry`] (owned copies of a few header values) and
-//! pushes it onto a bounded batch under an uncontended lock — no wake-up, no syscall; a
-//! dedicated writer thread takes the whole batch every [`TICK`], formats the lines, writes
-//! them through a buffer and flushes. (A channel that woke the writer for every line cost a
-//! quarter of the throughput on a 2-core machine.) When the batch is full the entry is
-//! dropped and counted (`strata_access_log_dropped_total`) — a slow disk must never slow
-//! viewers. Routing the request to its behaviour for the log line also happens on
-//! the writer thread. SIGUSR1 ([`AccessLog::reopen`]) makes the writer reopen the file, for
-//! rotation by rename.
+//! The request path keeps an [`Entry`] beside the request — its URI and a few header values,
+//! shared (reference-counted) with the request, not copied — and when the response ends it
+//! formats the line straight into a byte buffer owned by the current worker thread: no heap
+//! allocation per request, no lock that another request contends for, no wake-up, no
+//! syscall. A dedicated writer thread swaps every thread's buffer for an empty one each
+//! [`TICK`] and writes what it took. A thread's buffer holds at most [`BUFFER_CAP`] bytes:
+//! beyond that, lines are dropped and counted (`strata_access_log_dropped_total`) — a slow
+//! disk must never slow viewers. SIGUSR1 ([`AccessLog::reopen`]) makes the writer reopen
+//! the file, for rotation by rename.
 
-use crate::config::{AccessLogConfig, AccessLogFormat, Resolved};
+use crate::config::{AccessLogConfig, AccessLogFormat};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::hop::Outcome;
 use crate::proxy::Proxy;
 use crate::upstream::BoxError;
 use arc_swap::ArcSwapOption;
-use http::Response;
-use http::{HeaderMap, Method, Version};
+use http::{HeaderMap, HeaderValue, Method, Response, Uri, Version};
 use http_body::Body as _;
 use parking_lot::{Condvar, Mutex};
 use prometheus_client::metrics::counter::Counter;
-use std::fmt::Write as _;
+use serde::Serialize;
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -32,13 +33,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
-use std::time::Duration;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// Entries that may wait for the writer; beyond this, entries are dropped.
-pub const QUEUE: usize = 64 * 1024;
-/// How often the writer takes the batch.
-pub const TICK: Duration = Duration::from_millis(20);
+/// The most one thread's buffer holds between two visits of the writer; beyond this, lines
+/// are dropped (and counted).
+pub const BUFFER_CAP: usize = 4 << 20;
+/// How often the writer takes the threads' buffers.
+pub const TICK: Duration = Duration::from_millis(50);
 
 /// CloudFront's standard log fields, in order, then strata's own.
 pub const FIELDS: &[&str] = &[
@@ -78,7 +79,9 @@ pub const FIELDS: &[&str] = &[
     "x-strata-behavior",
 ];
 
-/// What the request path records about one request.
+/// What the request path records about one request until its line is written. Every
+/// field is either plain data or a reference-counted handle on the request's own bytes
+/// (`Uri` and `HeaderValue` share hyper's buffer), so building one allocates nothing.
 pub struct Entry {
     /// Unix ms when the request arrived.
     pub start_ms: u64,
@@ -86,12 +89,12 @@ pub struct Entry {
     pub tls: bool,
     pub method: Method,
     pub version: Version,
-    /// The text fields (host, path, query, referer, user agent, X-Forwarded-For, content
-    /// type) copied into one buffer: one allocation per entry, and no reference kept into
-    /// the connection's read buffer (holding one made hyper allocate a new buffer for every
-    /// request).
-    text: String,
-    spans: [(u32, u32); TEXT_FIELDS],
+    uri: Uri,
+    host: Option<HeaderValue>,
+    referer: Option<HeaderValue>,
+    user_agent: Option<HeaderValue>,
+    forwarded_for: Option<HeaderValue>,
+    content_type: Option<HeaderValue>,
     pub request_bytes: u64,
     pub status: u16,
     pub outcome: Outcome,
@@ -102,56 +105,32 @@ pub struct Entry {
     pub ttfb: f64,
     /// Seconds to the last byte (or until the viewer went away).
     pub time_taken: f64,
-    /// The configuration the request ran on (the writer routes the path to name its
-    /// behaviour).
-    pub config: Arc<Resolved>,
 }
 
 impl Entry {
     /// Captures the request's side of an entry.
-    #[allow(clippy::too_many_arguments)]
     pub fn request(
         start_ms: u64,
         client: SocketAddr,
         tls: bool,
-        method: &Method,
-        version: Version,
-        uri: &http::Uri,
-        headers: &HeaderMap,
-        config: Arc<Resolved>,
+        parts: &http::request::Parts,
     ) -> Entry {
-        let mut text = String::with_capacity(128);
-        let mut spans = [ABSENT; TEXT_FIELDS];
-        let host = uri
-            .authority()
-            .map(|a| a.as_str().as_bytes())
-            .or_else(|| headers.get(http::header::HOST).map(|v| v.as_bytes()));
-        put_text(&mut text, &mut spans[HOST], host);
-        put_text(&mut text, &mut spans[PATH], Some(uri.path().as_bytes()));
-        put_text(&mut text, &mut spans[QUERY], uri.query().map(str::as_bytes));
-        put_text(
-            &mut text,
-            &mut spans[REFERER],
-            headers.get(http::header::REFERER).map(|v| v.as_bytes()),
-        );
-        put_text(
-            &mut text,
-            &mut spans[USER_AGENT],
-            headers.get(http::header::USER_AGENT).map(|v| v.as_bytes()),
-        );
-        put_text(
-            &mut text,
-            &mut spans[FORWARDED_FOR],
-            headers.get("x-forwarded-for").map(|v| v.as_bytes()),
-        );
+        let headers = &parts.headers;
         Entry {
             start_ms,
             client,
             tls,
-            method: method.clone(),
-            version,
-            text,
-            spans,
+            method: parts.method.clone(),
+            version: parts.version,
+            uri: parts.uri.clone(),
+            host: match parts.uri.authority() {
+                Some(_) => None,
+                None => headers.get(http::header::HOST).cloned(),
+            },
+            referer: headers.get(http::header::REFERER).cloned(),
+            user_agent: headers.get(http::header::USER_AGENT).cloned(),
+            forwarded_for: headers.get("x-forwarded-for").cloned(),
+            content_type: None,
             request_bytes: headers
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse().ok())
@@ -162,7 +141,6 @@ impl Entry {
             content_length: None,
             ttfb: 0.0,
             time_taken: 0.0,
-            config,
         }
     }
 
@@ -172,67 +150,78 @@ impl Entry {
         self.outcome = outcome;
         self.ttfb = ttfb;
         self.time_taken = ttfb;
-        put_text(
-            &mut self.text,
-            &mut self.spans[CONTENT_TYPE],
-            headers
-                .get(http::header::CONTENT_TYPE)
-                .map(|v| v.as_bytes()),
-        );
+        self.content_type = headers.get(http::header::CONTENT_TYPE).cloned();
         self.content_length = headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse().ok());
     }
-}
 
-impl Entry {
-    /// One of the text fields, `None` when the request or response had none.
-    fn part(&self, i: usize) -> Option<&str> {
-        let (start, len) = self.spans[i];
-        (start != u32::MAX).then(|| &self.text[start as usize..(start + len) as usize])
+    /// The request's host: the URI's authority (HTTP/2, absolute form) or the Host header.
+    fn host(&self) -> Option<&[u8]> {
+        match self.uri.authority() {
+            Some(a) => Some(a.as_str().as_bytes()),
+            None => self.host.as_ref().map(HeaderValue::as_bytes),
+        }
     }
 
     pub fn path(&self) -> &str {
-        self.part(PATH).unwrap_or("/")
+        match self.uri.path() {
+            "" => "/",
+            p => p,
+        }
+    }
+
+    fn query(&self) -> Option<&[u8]> {
+        self.uri.query().map(str::as_bytes)
     }
 }
 
-const TEXT_FIELDS: usize = 7;
-const HOST: usize = 0;
-const PATH: usize = 1;
-const QUERY: usize = 2;
-const REFERER: usize = 3;
-const USER_AGENT: usize = 4;
-const FORWARDED_FOR: usize = 5;
-const CONTENT_TYPE: usize = 6;
-const ABSENT: (u32, u32) = (u32::MAX, 0);
-
-/// Appends a field's bytes (invalid UTF-8 replaced) and records where it lies.
-fn put_text(text: &mut String, span: &mut (u32, u32), value: Option<&[u8]>) {
-    let Some(v) = value else {
-        *span = ABSENT;
-        return;
-    };
-    let start = text.len();
-    text.push_str(&String::from_utf8_lossy(v));
-    *span = (start as u32, (text.len() - start) as u32);
+/// One thread's lines waiting for the writer.
+#[derive(Default)]
+struct Slot {
+    buf: Mutex<Vec<u8>>,
 }
 
-/// Entries waiting for the writer, and the writer's stop flag.
+/// The writer's side: every thread's slot, and the stop flag.
 #[derive(Default)]
-struct Queue {
-    lines: Mutex<Vec<Entry>>,
+struct Shared {
+    slots: Mutex<Vec<Arc<Slot>>>,
     closing: Mutex<bool>,
     wake: Condvar,
 }
 
 struct Sink {
-    queue: Arc<Queue>,
+    /// Tells this sink apart from earlier and later ones (a reload may start a new one).
+    id: u64,
+    shared: Arc<Shared>,
     path: PathBuf,
     format: AccessLogFormat,
     reopen: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
+
+static SINK_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// What a thread keeps to write lines: its slot in each live sink (almost always one), its
+/// request-id sequence and the per-second date cache.
+struct Local {
+    slots: Vec<(u64, Arc<Slot>)>,
+    seed: u64,
+    seq: u64,
+    day: DayTime,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Local> = RefCell::new(Local {
+        slots: Vec::new(),
+        seed: rand::random(),
+        seq: 0,
+        day: DayTime::default(),
+    });
+}
+
+/// How many sinks' slots a thread remembers (old sinks of earlier reloads fall off).
+const SLOTS_KEPT: usize = 4;
 
 /// The node's access log (possibly off). Cheap to consult on every request.
 pub struct AccessLog {
@@ -263,7 +252,7 @@ impl AccessLog {
             return Ok(());
         }
         let next = match config {
-            Some(c) => Some(Arc::new(self.start(c)?)),
+            Some(c) => Some(Arc::new(start(c)?)),
             None => None,
         };
         let old = self.sink.swap(next);
@@ -273,54 +262,49 @@ impl AccessLog {
         Ok(())
     }
 
-    fn start(&self, c: &AccessLogConfig) -> anyhow::Result<Sink> {
-        let file = open(&c.path)?;
-        let queue = Arc::new(Queue::default());
-        let rx = queue.clone();
-        let reopen = Arc::new(AtomicBool::new(false));
-        let writer = Writer {
-            out: BufWriter::with_capacity(64 * 1024, file),
-            path: c.path.clone(),
-            format: c.format,
-            reopen: reopen.clone(),
-            node_id: self.node_id.clone(),
-            seq: AtomicU64::new(0),
-            seed: rand::random(),
-            buf: String::with_capacity(512),
-            day: DayTime {
-                secs: 0,
-                date: String::new(),
-                time: String::new(),
-            },
-        };
-        let thread = std::thread::Builder::new()
-            .name("strata-access-log".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| anyhow::anyhow!("cannot start the access log writer: {e}"))?;
-        Ok(Sink {
-            queue,
-            path: c.path.clone(),
-            format: c.format,
-            reopen,
-            thread: Mutex::new(Some(thread)),
-        })
-    }
-
     #[inline]
     pub fn enabled(&self) -> bool {
         self.sink.load().is_some()
     }
 
-    /// Queues an entry; drops (and counts) it when the writer is behind.
-    pub fn send(&self, entry: Entry) {
+    /// Formats the entry's line into this thread's buffer; drops (and counts) it when the
+    /// buffer is full because the writer is behind.
+    pub fn write(&self, e: &Entry, behaviour: &str) {
         let guard = self.sink.load();
         let Some(sink) = guard.as_ref() else { return };
-        let mut lines = sink.queue.lines.lock();
-        if lines.len() >= QUEUE {
-            drop(lines);
+        let written = LOCAL.with(|local| {
+            let mut local = local.borrow_mut();
+            let local = &mut *local;
+            let i = match local.slots.iter().position(|(id, _)| *id == sink.id) {
+                Some(i) => i,
+                None => {
+                    let s = Arc::new(Slot::default());
+                    sink.shared.slots.lock().push(s.clone());
+                    if local.slots.len() >= SLOTS_KEPT {
+                        local.slots.remove(0);
+                    }
+                    local.slots.push((sink.id, s));
+                    local.slots.len() - 1
+                }
+            };
+            let mut buf = local.slots[i].1.buf.lock();
+            if buf.len() >= BUFFER_CAP {
+                return false;
+            }
+            local.seq += 1;
+            let id = request_id(local.seed, local.seq);
+            let day = local.day.at(e.start_ms / 1000);
+            match sink.format {
+                AccessLogFormat::Cloudfront => {
+                    cloudfront_line(&mut buf, e, day, &self.node_id, &id, behaviour)
+                }
+                AccessLogFormat::Json => json_line(&mut buf, e, day, &self.node_id, &id, behaviour),
+            }
+            buf.push(b'\n');
+            true
+        });
+        if !written {
             self.dropped.inc();
-        } else {
-            lines.push(entry);
         }
     }
 
@@ -331,7 +315,7 @@ impl AccessLog {
         }
     }
 
-    /// Flushes what is queued and stops the writer (shutdown).
+    /// Flushes what is buffered and stops the writer (shutdown).
     pub fn close(&self) {
         if let Some(s) = self.sink.swap(None) {
             close(&s);
@@ -339,9 +323,35 @@ impl AccessLog {
     }
 }
 
+fn start(c: &AccessLogConfig) -> anyhow::Result<Sink> {
+    let file = open(&c.path)?;
+    let shared = Arc::new(Shared::default());
+    let reopen = Arc::new(AtomicBool::new(false));
+    let writer = Writer {
+        out: file,
+        path: c.path.clone(),
+        format: c.format,
+        reopen: reopen.clone(),
+        spare: Vec::with_capacity(64 * 1024),
+    };
+    let rx = shared.clone();
+    let thread = std::thread::Builder::new()
+        .name("strata-access-log".into())
+        .spawn(move || writer.run(rx))
+        .map_err(|e| anyhow::anyhow!("cannot start the access log writer: {e}"))?;
+    Ok(Sink {
+        id: SINK_IDS.fetch_add(1, Ordering::Relaxed),
+        shared,
+        path: c.path.clone(),
+        format: c.format,
+        reopen,
+        thread: Mutex::new(Some(thread)),
+    })
+}
+
 fn close(sink: &Sink) {
-    *sink.queue.closing.lock() = true;
-    sink.queue.wake.notify_all();
+    *sink.shared.closing.lock() = true;
+    sink.shared.wake.notify_all();
     if let Some(t) = sink.thread.lock().take() {
         let _ = t.join();
     }
@@ -361,54 +371,56 @@ fn open(path: &Path) -> anyhow::Result<File> {
 }
 
 struct Writer {
-    out: BufWriter<File>,
+    out: File,
     path: PathBuf,
     format: AccessLogFormat,
     reopen: Arc<AtomicBool>,
-    node_id: String,
-    seq: AtomicU64,
-    seed: u64,
-    buf: String,
-    day: DayTime,
+    /// An empty buffer, swapped for a thread's full one.
+    spare: Vec<u8>,
 }
 
 impl Writer {
-    fn run(mut self, queue: Arc<Queue>) {
+    fn run(mut self, shared: Arc<Shared>) {
         self.header_if_empty();
-        let mut batch = Vec::with_capacity(1024);
         loop {
             let closing = {
-                let mut c = queue.closing.lock();
+                let mut c = shared.closing.lock();
                 if !*c {
-                    queue.wake.wait_for(&mut c, TICK);
+                    shared.wake.wait_for(&mut c, TICK);
                 }
                 *c
             };
             if self.reopen.swap(false, Ordering::AcqRel) {
                 self.reopen_file();
             }
-            std::mem::swap(&mut batch, &mut *queue.lines.lock());
-            for e in batch.drain(..) {
-                self.write(&e);
+            let slots: Vec<Arc<Slot>> = shared.slots.lock().clone();
+            for slot in slots {
+                {
+                    let mut buf = slot.buf.lock();
+                    if buf.is_empty() {
+                        continue;
+                    }
+                    std::mem::swap(&mut *buf, &mut self.spare);
+                }
+                if let Err(e) = self.out.write_all(&self.spare) {
+                    tracing::warn!(file = %self.path.display(), error = %e, "access log write failed");
+                }
+                self.spare.clear();
+                // A burst must not leave a huge buffer behind for good.
+                if self.spare.capacity() > BUFFER_CAP {
+                    self.spare.shrink_to(64 * 1024);
+                }
             }
-            self.flush();
             if closing {
                 return;
             }
         }
     }
 
-    fn flush(&mut self) {
-        if let Err(e) = self.out.flush() {
-            tracing::warn!(file = %self.path.display(), error = %e, "access log write failed");
-        }
-    }
-
     fn reopen_file(&mut self) {
-        self.flush();
         match open(&self.path) {
             Ok(f) => {
-                self.out = BufWriter::with_capacity(64 * 1024, f);
+                self.out = f;
                 self.header_if_empty();
                 tracing::info!(file = %self.path.display(), "access log reopened");
             }
@@ -420,34 +432,15 @@ impl Writer {
         if self.format != AccessLogFormat::Cloudfront {
             return;
         }
-        let empty = self.out.get_ref().metadata().map(|m| m.len() == 0);
+        let empty = self.out.metadata().map(|m| m.len() == 0);
         if empty.unwrap_or(false) {
-            let _ = writeln!(self.out, "#Version: 1.0\n#Fields: {}", FIELDS.join(" "));
-        }
-    }
-
-    fn write(&mut self, e: &Entry) {
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let request_id = request_id(self.seed, seq);
-        let behaviour = e.config.route(e.path()).name();
-        self.buf.clear();
-        match self.format {
-            AccessLogFormat::Cloudfront => {
-                let day = self.day.at(e.start_ms / 1000);
-                cloudfront_line(&mut self.buf, e, day, &self.node_id, &request_id, behaviour)
-            }
-            AccessLogFormat::Json => {
-                json_line(&mut self.buf, e, &self.node_id, &request_id, behaviour)
-            }
-        }
-        self.buf.push('\n');
-        if let Err(err) = self.out.write_all(self.buf.as_bytes()) {
-            tracing::warn!(file = %self.path.display(), error = %err, "access log write failed");
+            let header = format!("#Version: 1.0\n#Fields: {}\n", FIELDS.join(" "));
+            let _ = self.out.write_all(header.as_bytes());
         }
     }
 }
 
-/// Completes an entry from the response and queues it: at once for a body already in
+/// Completes an entry from the response and writes its line: at once for a body already in
 /// memory, or when a streamed body ends (or the viewer goes away), so that `sc-bytes` and
 /// `time-taken` count what was really sent.
 pub fn logged(
@@ -466,19 +459,19 @@ pub fn logged(
     let (parts, body) = resp.into_parts();
     let body = match body {
         ProxyBody::Empty => {
-            proxy.access_log.send(entry);
+            write_entry(proxy, &entry);
             ProxyBody::Empty
         }
         ProxyBody::Full(b) => {
             entry.body_bytes = b.as_ref().map_or(0, |b| b.len() as u64);
-            proxy.access_log.send(entry);
+            write_entry(proxy, &entry);
             ProxyBody::Full(b)
         }
         streamed => {
             let exact = streamed.size_hint().exact();
             let counted = Counted {
                 inner: streamed,
-                entry: Some(Box::new(entry)),
+                entry: Some(entry),
                 start,
                 proxy: proxy.clone(),
             };
@@ -488,10 +481,15 @@ pub fn logged(
     Response::from_parts(parts, body)
 }
 
+/// Writes an entry's line, naming the behaviour its path routes to.
+fn write_entry(proxy: &Proxy, e: &Entry) {
+    proxy.with_config(|c| proxy.access_log.write(e, c.route(e.path()).name()));
+}
+
 /// A streamed body that counts what it yields and logs its entry when dropped.
 struct Counted {
     inner: ProxyBody,
-    entry: Option<Box<Entry>>,
+    entry: Option<Entry>,
     start: Instant,
     proxy: Arc<Proxy>,
 }
@@ -525,22 +523,20 @@ impl Drop for Counted {
     fn drop(&mut self) {
         if let Some(mut e) = self.entry.take() {
             e.time_taken = self.start.elapsed().as_secs_f64();
-            self.proxy.access_log.send(*e);
+            write_entry(&self.proxy, &e);
         }
     }
 }
 
 /// A request id in CloudFront's shape (56 URL-safe characters are CloudFront's; 32 hex
-/// characters are enough to be unique here).
-fn request_id(seed: u64, seq: u64) -> String {
+/// characters are enough to be unique here), on the stack.
+fn request_id(seed: u64, seq: u64) -> [u8; 32] {
     let a = xxhash_rust::xxh3::xxh3_64_with_seed(&seq.to_le_bytes(), seed);
     let b = xxhash_rust::xxh3::xxh3_64_with_seed(&a.to_le_bytes(), seed ^ seq);
-    let mut id = String::with_capacity(32);
-    for v in [a, b] {
-        for shift in (0..16).rev() {
-            id.push(char::from(
-                b"0123456789abcdef"[((v >> (shift * 4)) & 0xf) as usize],
-            ));
+    let mut id = [0u8; 32];
+    for (i, v) in [a, b].into_iter().enumerate() {
+        for j in 0..16 {
+            id[i * 16 + j] = b"0123456789abcdef"[((v >> ((15 - j) * 4)) & 0xf) as usize];
         }
     }
     id
@@ -576,34 +572,47 @@ fn protocol_version(v: Version) -> &'static str {
 }
 
 /// Seconds with three decimals (`0.004`), as CloudFront writes time-taken.
-fn seconds_3(out: &mut String, secs: f64) {
+fn seconds_3(out: &mut Vec<u8>, secs: f64) {
     let ms = (secs.max(0.0) * 1000.0).round() as u64;
-    out.push_str(itoa::Buffer::new().format(ms / 1000));
-    out.push('.');
+    out.extend_from_slice(itoa::Buffer::new().format(ms / 1000).as_bytes());
+    out.push(b'.');
     let frac = ms % 1000;
     if frac < 100 {
-        out.push('0');
+        out.push(b'0');
     }
     if frac < 10 {
-        out.push('0');
+        out.push(b'0');
     }
-    out.push_str(itoa::Buffer::new().format(frac));
+    out.extend_from_slice(itoa::Buffer::new().format(frac).as_bytes());
 }
 
 /// The date and time columns of the second being written, formatted once per second.
+#[derive(Default)]
 struct DayTime {
     secs: u64,
-    date: String,
-    time: String,
+    /// `YYYY-MM-DD`
+    date: [u8; 10],
+    /// `HH:MM:SS`
+    time: [u8; 8],
 }
 
 impl DayTime {
     fn at(&mut self, secs: u64) -> &DayTime {
-        if secs != self.secs || self.date.is_empty() {
+        if secs != self.secs || self.date[0] == 0 {
             let (date, time) = utc(secs);
-            *self = DayTime { secs, date, time };
+            self.secs = secs;
+            self.date.copy_from_slice(&date.as_bytes()[..10]);
+            self.time.copy_from_slice(&time.as_bytes()[..8]);
         }
         self
+    }
+
+    fn date(&self) -> &str {
+        std::str::from_utf8(&self.date).unwrap_or("-")
+    }
+
+    fn time(&self) -> &str {
+        std::str::from_utf8(&self.time).unwrap_or("-")
     }
 }
 
@@ -613,133 +622,196 @@ fn needs_escape(b: u8) -> bool {
 
 /// CloudFront's escaping: spaces, controls, non-ASCII, quotes and backslashes as `%XX`; an
 /// empty or absent value as `-`.
-fn field(out: &mut String, v: Option<&str>) {
+fn field(out: &mut Vec<u8>, v: Option<&[u8]>) {
     match v {
-        None | Some("") => out.push('-'),
-        Some(s) if !s.bytes().any(needs_escape) => out.push_str(s),
+        None | Some(b"") => out.push(b'-'),
+        Some(s) if !s.iter().copied().any(needs_escape) => out.extend_from_slice(s),
         Some(s) => {
-            for b in s.bytes() {
-                if b <= b' ' || b >= 0x7f || b == b'"' || b == b'\\' || b == b'%' {
-                    let _ = write!(out, "%{b:02X}");
+            for &b in s {
+                if needs_escape(b) {
+                    out.push(b'%');
+                    out.push(b"0123456789ABCDEF"[(b >> 4) as usize]);
+                    out.push(b"0123456789ABCDEF"[(b & 0xf) as usize]);
                 } else {
-                    out.push(b as char);
+                    out.push(b);
                 }
             }
         }
     }
 }
 
+fn header_bytes(v: &Option<HeaderValue>) -> Option<&[u8]> {
+    v.as_ref().map(HeaderValue::as_bytes)
+}
+
 fn cloudfront_line(
-    out: &mut String,
+    out: &mut Vec<u8>,
     e: &Entry,
     day: &DayTime,
     node: &str,
-    id: &str,
+    id: &[u8],
     behaviour: &str,
 ) {
-    // Written straight into the line buffer: no per-field allocation, no `fmt` machinery
-    // for numbers (itoa), the date and time taken from a per-second cache.
-    let result = result_type(e);
-    let sep = |out: &mut String| out.push('\t');
-    let num = |out: &mut String, n: u64| {
-        out.push_str(itoa::Buffer::new().format(n));
+    // Written straight into the thread's buffer: no per-field allocation, no `fmt`
+    // machinery for numbers (itoa), the date and time from a per-second cache.
+    let result = result_type(e).as_bytes();
+    let num = |out: &mut Vec<u8>, n: u64| {
+        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
     };
-    out.push_str(&day.date);
-    sep(out);
-    out.push_str(&day.time);
-    sep(out);
-    field(out, Some(node));
-    sep(out);
+    out.extend_from_slice(&day.date);
+    out.push(b'\t');
+    out.extend_from_slice(&day.time);
+    out.push(b'\t');
+    field(out, Some(node.as_bytes()));
+    out.push(b'\t');
     num(out, e.body_bytes);
-    sep(out);
+    out.push(b'\t');
     let _ = write!(out, "{}", e.client.ip());
-    sep(out);
-    out.push_str(e.method.as_str());
-    sep(out);
-    field(out, e.part(HOST));
-    sep(out);
-    field(out, Some(e.path()));
-    sep(out);
-    num(out, e.status as u64);
-    sep(out);
-    field(out, e.part(REFERER));
-    sep(out);
-    field(out, e.part(USER_AGENT));
-    sep(out);
-    field(out, e.part(QUERY));
-    sep(out);
-    out.push('-'); // cs(Cookie): not logged
-    sep(out);
-    out.push_str(result);
-    sep(out);
-    out.push_str(id);
-    sep(out);
-    field(out, e.part(HOST));
-    sep(out);
-    out.push_str(if e.tls { "https" } else { "http" });
-    sep(out);
+    out.push(b'\t');
+    out.extend_from_slice(e.method.as_str().as_bytes());
+    out.push(b'\t');
+    field(out, e.host());
+    out.push(b'\t');
+    field(out, Some(e.path().as_bytes()));
+    out.push(b'\t');
+    num(out, u64::from(e.status));
+    out.push(b'\t');
+    field(out, header_bytes(&e.referer));
+    out.push(b'\t');
+    field(out, header_bytes(&e.user_agent));
+    out.push(b'\t');
+    field(out, e.query());
+    // cs(Cookie): not logged
+    out.extend_from_slice(b"\t-\t");
+    out.extend_from_slice(result);
+    out.push(b'\t');
+    out.extend_from_slice(id);
+    out.push(b'\t');
+    field(out, e.host());
+    out.push(b'\t');
+    out.extend_from_slice(if e.tls { b"https" } else { b"http" });
+    out.push(b'\t');
     num(out, e.request_bytes);
-    sep(out);
+    out.push(b'\t');
     seconds_3(out, e.time_taken);
-    sep(out);
-    field(out, e.part(FORWARDED_FOR));
+    out.push(b'\t');
+    field(out, header_bytes(&e.forwarded_for));
     // ssl-protocol, ssl-cipher
-    out.push_str("\t-\t-\t");
-    out.push_str(result);
-    sep(out);
-    out.push_str(protocol_version(e.version));
+    out.extend_from_slice(b"\t-\t-\t");
+    out.extend_from_slice(result);
+    out.push(b'\t');
+    out.extend_from_slice(protocol_version(e.version).as_bytes());
     // fle-status, fle-encrypted-fields
-    out.push_str("\t-\t-\t");
-    num(out, e.client.port() as u64);
-    sep(out);
+    out.extend_from_slice(b"\t-\t-\t");
+    num(out, u64::from(e.client.port()));
+    out.push(b'\t');
     seconds_3(out, e.ttfb);
-    sep(out);
-    out.push_str(detailed_type(e));
-    sep(out);
-    field(out, e.part(CONTENT_TYPE));
-    sep(out);
+    out.push(b'\t');
+    out.extend_from_slice(detailed_type(e).as_bytes());
+    out.push(b'\t');
+    field(out, header_bytes(&e.content_type));
+    out.push(b'\t');
     match e.content_length {
         Some(n) => num(out, n),
-        None => out.push('-'),
+        None => out.push(b'-'),
     }
     // sc-range-start, sc-range-end
-    out.push_str("\t-\t-\t");
-    field(out, Some(behaviour));
+    out.extend_from_slice(b"\t-\t-\t");
+    field(out, Some(behaviour.as_bytes()));
 }
 
-fn json_line(out: &mut String, e: &Entry, node: &str, id: &str, behaviour: &str) {
-    let (date, time) = utc(e.start_ms / 1000);
-    let v = serde_json::json!({
-        "date": date,
-        "time": time,
-        "x-edge-location": node,
-        "sc-bytes": e.body_bytes,
-        "c-ip": e.client.ip().to_string(),
-        "c-port": e.client.port(),
-        "cs-method": e.method.as_str(),
-        "cs(Host)": e.part(HOST),
-        "cs-uri-stem": e.path(),
-        "cs-uri-query": e.part(QUERY),
-        "sc-status": e.status,
-        "cs(Referer)": e.part(REFERER),
-        "cs(User-Agent)": e.part(USER_AGENT),
-        "x-edge-result-type": result_type(e),
-        "x-edge-detailed-result-type": detailed_type(e),
-        "x-edge-request-id": id,
-        "cs-protocol": if e.tls { "https" } else { "http" },
-        "cs-protocol-version": protocol_version(e.version),
-        "cs-bytes": e.request_bytes,
-        "time-taken": e.time_taken,
-        "time-to-first-byte": e.ttfb,
-        "x-forwarded-for": e.part(FORWARDED_FOR),
-        "sc-content-type": e.part(CONTENT_TYPE),
-        "sc-content-len": e.content_length,
-        "x-strata-behavior": behaviour,
-    });
-    out.push_str(&v.to_string());
+/// A JSON line's fields, borrowed from the entry: serialised straight into the buffer.
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    date: &'a str,
+    time: &'a str,
+    #[serde(rename = "x-edge-location")]
+    location: &'a str,
+    #[serde(rename = "sc-bytes")]
+    sc_bytes: u64,
+    #[serde(rename = "c-ip")]
+    c_ip: std::net::IpAddr,
+    #[serde(rename = "c-port")]
+    c_port: u16,
+    #[serde(rename = "cs-method")]
+    method: &'a str,
+    #[serde(rename = "cs(Host)")]
+    host: Option<Cow<'a, str>>,
+    #[serde(rename = "cs-uri-stem")]
+    stem: &'a str,
+    #[serde(rename = "cs-uri-query")]
+    query: Option<&'a str>,
+    #[serde(rename = "sc-status")]
+    status: u16,
+    #[serde(rename = "cs(Referer)")]
+    referer: Option<Cow<'a, str>>,
+    #[serde(rename = "cs(User-Agent)")]
+    user_agent: Option<Cow<'a, str>>,
+    #[serde(rename = "x-edge-result-type")]
+    result: &'a str,
+    #[serde(rename = "x-edge-detailed-result-type")]
+    detailed: &'a str,
+    #[serde(rename = "x-edge-request-id")]
+    id: &'a str,
+    #[serde(rename = "cs-protocol")]
+    protocol: &'a str,
+    #[serde(rename = "cs-protocol-version")]
+    protocol_version: &'a str,
+    #[serde(rename = "cs-bytes")]
+    cs_bytes: u64,
+    #[serde(rename = "time-taken")]
+    time_taken: f64,
+    #[serde(rename = "time-to-first-byte")]
+    ttfb: f64,
+    #[serde(rename = "x-forwarded-for")]
+    forwarded_for: Option<Cow<'a, str>>,
+    #[serde(rename = "sc-content-type")]
+    content_type: Option<Cow<'a, str>>,
+    #[serde(rename = "sc-content-len")]
+    content_len: Option<u64>,
+    #[serde(rename = "x-strata-behavior")]
+    behaviour: &'a str,
 }
 
-/// Unix seconds as CloudFront's `date` and `time` fields (UTC).
+fn text(v: Option<&[u8]>) -> Option<Cow<'_, str>> {
+    v.map(String::from_utf8_lossy)
+}
+
+fn json_line(out: &mut Vec<u8>, e: &Entry, day: &DayTime, node: &str, id: &[u8], behaviour: &str) {
+    let line = JsonLine {
+        date: day.date(),
+        time: day.time(),
+        location: node,
+        sc_bytes: e.body_bytes,
+        c_ip: e.client.ip(),
+        c_port: e.client.port(),
+        method: e.method.as_str(),
+        host: text(e.host()),
+        stem: e.path(),
+        query: e.uri.query(),
+        status: e.status,
+        referer: text(header_bytes(&e.referer)),
+        user_agent: text(header_bytes(&e.user_agent)),
+        result: result_type(e),
+        detailed: detailed_type(e),
+        id: std::str::from_utf8(id).unwrap_or("-"),
+        protocol: if e.tls { "https" } else { "http" },
+        protocol_version: protocol_version(e.version),
+        cs_bytes: e.request_bytes,
+        time_taken: e.time_taken,
+        ttfb: e.ttfb,
+        forwarded_for: text(header_bytes(&e.forwarded_for)),
+        content_type: text(header_bytes(&e.content_type)),
+        content_len: e.content_length,
+        behaviour,
+    };
+    let mark = out.len();
+    if serde_json::to_writer(&mut *out, &line).is_err() {
+        out.truncate(mark);
+        out.extend_from_slice(b"{}");
+    }
+}
+
 fn utc(secs: u64) -> (String, String) {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
@@ -781,19 +853,36 @@ mod tests {
             (12.34567, "12.346"),
             (-1.0, "0.000"),
         ] {
-            let mut s = String::new();
+            let mut s = Vec::new();
             seconds_3(&mut s, secs);
-            assert_eq!(s, want, "{secs}");
+            assert_eq!(String::from_utf8(s).unwrap(), want, "{secs}");
         }
     }
 
     #[test]
     fn fields_are_escaped() {
-        let mut s = String::new();
-        field(&mut s, Some("Mozilla/5.0 (X11)\t\"x\""));
-        assert_eq!(s, "Mozilla/5.0%20(X11)%09%22x%22");
+        let mut s = Vec::new();
+        field(&mut s, Some("Mozilla/5.0 (X11)\t\"x\" é".as_bytes()));
+        assert_eq!(s, b"Mozilla/5.0%20(X11)%09%22x%22%20%C3%A9");
         s.clear();
         field(&mut s, None);
-        assert_eq!(s, "-");
+        assert_eq!(s, b"-");
+    }
+
+    #[test]
+    fn request_ids_are_hex_and_differ() {
+        let a = request_id(7, 1);
+        let b = request_id(7, 2);
+        assert_ne!(a, b);
+        assert!(a.iter().all(u8::is_ascii_hexdigit));
+    }
+
+    #[test]
+    fn the_day_cache_follows_the_second() {
+        let mut d = DayTime::default();
+        assert_eq!(d.at(1_575_493_351).date(), "2019-12-04");
+        assert_eq!(d.at(1_575_493_351).time(), "21:02:31");
+        assert_eq!(d.at(1_575_493_352).time(), "21:02:32");
+        assert_eq!(d.at(0).date(), "1970-01-01");
     }
 }

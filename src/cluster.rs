@@ -236,6 +236,19 @@ impl Cluster {
         Some(owner.clone())
     }
 
+    /// How long a peer may take to send a response head or the next piece of a body.
+    pub fn peer_timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// A peer's response body broke off (`stalled`: no data within `peer_timeout`): the
+    /// peer is marked down like one that failed before its response head.
+    pub fn body_failed(&self, peer: &Peer, stalled: bool) {
+        peer.mark_down();
+        self.count(peer, if stalled { "timeout" } else { "error" });
+        tracing::warn!(peer = %peer.name, stalled, "peer's body broke off; marked down");
+    }
+
     fn count(&self, peer: &Peer, result: &'static str) {
         self.metrics
             .peer_requests

@@ -53,6 +53,8 @@ pub struct Fill {
     state: Mutex<FillState>,
     tx: watch::Sender<()>,
     waiters: AtomicUsize,
+    /// Unix ms when the fill started.
+    pub started: u64,
 }
 
 impl Fill {
@@ -62,6 +64,7 @@ impl Fill {
             state: Mutex::new(FillState::default()),
             tx,
             waiters: AtomicUsize::new(0),
+            started: crate::time::now_ms(),
         })
     }
 
@@ -181,9 +184,12 @@ impl Coalescer {
         }
     }
 
-    pub fn join(&self, key: &str) -> Join {
+    /// Joins the fill in flight for `key`, or starts one. A fill that `superseded` says is
+    /// out of date (given when it started: an invalidation or purge came after) is not
+    /// joined: a new fill replaces it in the table, and the old one ends on its own.
+    pub fn join(&self, key: &str, superseded: impl FnOnce(u64) -> bool) -> Join {
         let mut map = self.inflight.lock();
-        if let Some(f) = map.get(key) {
+        if let Some(f) = map.get(key).filter(|f| !superseded(f.started)) {
             if f.waiters.fetch_add(1, Ordering::Relaxed) >= self.max_waiters {
                 f.waiters.fetch_sub(1, Ordering::Relaxed);
                 return Join::Overflow;
@@ -235,10 +241,10 @@ mod tests {
     #[tokio::test]
     async fn followers_read_what_the_leader_streams() {
         let c = Coalescer::new(10, Duration::from_secs(1));
-        let Join::Leader(fill) = c.join("k") else {
+        let Join::Leader(fill) = c.join("k", |_| false) else {
             panic!("first join leads")
         };
-        let Join::Follower(f2) = c.join("k") else {
+        let Join::Follower(f2) = c.join("k", |_| false) else {
             panic!("second join follows")
         };
         let mut r = f2.reader();
@@ -258,13 +264,13 @@ mod tests {
         fill.finish(true);
         assert_eq!(reader.await.unwrap().as_deref(), Some(&b"hello world"[..]));
         c.complete("k", &fill);
-        assert!(matches!(c.join("k"), Join::Leader(_)));
+        assert!(matches!(c.join("k", |_| false), Join::Leader(_)));
     }
 
     #[tokio::test]
     async fn head_times_out() {
         let c = Coalescer::new(10, Duration::from_secs(1));
-        let Join::Leader(fill) = c.join("k") else {
+        let Join::Leader(fill) = c.join("k", |_| false) else {
             panic!()
         };
         assert!(fill.head(Duration::from_millis(20)).await.is_none());
@@ -273,10 +279,27 @@ mod tests {
     #[test]
     fn waiters_are_bounded() {
         let c = Coalescer::new(2, Duration::from_secs(1));
-        assert!(matches!(c.join("k"), Join::Leader(_)));
-        assert!(matches!(c.join("k"), Join::Follower(_)));
-        assert!(matches!(c.join("k"), Join::Follower(_)));
-        assert!(matches!(c.join("k"), Join::Overflow));
+        assert!(matches!(c.join("k", |_| false), Join::Leader(_)));
+        assert!(matches!(c.join("k", |_| false), Join::Follower(_)));
+        assert!(matches!(c.join("k", |_| false), Join::Follower(_)));
+        assert!(matches!(c.join("k", |_| false), Join::Overflow));
+    }
+
+    #[test]
+    fn a_superseded_fill_is_not_joined_and_its_end_leaves_the_new_one() {
+        let c = Coalescer::new(10, Duration::from_secs(1));
+        let Join::Leader(old) = c.join("k", |_| false) else {
+            panic!()
+        };
+        let started = old.started;
+        let Join::Leader(new) = c.join("k", |s| s == started) else {
+            panic!("a superseded fill is replaced")
+        };
+        c.complete("k", &old);
+        assert!(c.in_flight("k"));
+        assert!(matches!(c.join("k", |_| false), Join::Follower(f) if Arc::ptr_eq(&f, &new)));
+        c.complete("k", &new);
+        assert!(!c.in_flight("k"));
     }
 
     #[test]

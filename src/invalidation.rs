@@ -2,9 +2,11 @@
 //! (everything under a prefix), across every Vary variant, query string and host.
 //!
 //! An invalidation never scans the store on the request path. It is a *rule* — a path
-//! pattern and the Unix millisecond it was made — and a stored object whose `response_time`
-//! is not after a matching rule is treated as absent by the proxy's lookup
-//! ([`Invalidations::hides`]). So a wildcard over a million objects takes effect as fast as
+//! pattern and the Unix millisecond it was made — and a stored object whose `request_time`
+//! (when the fetch that produced it was sent) is not after a matching rule is treated as
+//! absent by the proxy's lookup ([`Invalidations::hides`]). Stamping by the fetch's start,
+//! not its end, means a fill that was under way when the rule was made is hidden too when
+//! it finishes, and a 304 to a revalidation sent before the rule does not revive it. So a wildcard over a million objects takes effect as fast as
 //! an exact path: the time to push one rule. A background pass ([`Invalidations::reclaim`])
 //! later walks the store, removes what the rules hide to give the space back, and drops the
 //! rules that can no longer match anything.
@@ -27,8 +29,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 pub const FILE_NAME: &str = "invalidations.json";
 
 /// How long a rule is kept after a reclaim pass has removed everything it matched: a fill
-/// whose response arrived before the rule may still be streaming its body into the store,
-/// and becomes visible (with its old `response_time`) only when it finishes.
+/// sent before the rule may still be streaming its body into the store, and becomes
+/// visible (with its old `request_time`) only when it finishes.
 pub const RULE_GRACE_MS: u64 = 10 * 60 * 1000;
 
 /// How many invalidation records `GET /invalidations/{id}` remembers.
@@ -228,6 +230,8 @@ impl Invalidations {
         while records.len() > RECORDS_KEPT {
             records.pop_front();
         }
+        drop(records);
+        crate::time::wait_past(at);
         record
     }
 
@@ -240,6 +244,16 @@ impl Invalidations {
         }
         let rules = self.rules.read();
         hidden_by(&rules, meta)
+    }
+
+    /// Whether a rule made at or after `since` (Unix ms) covers `key`'s path: a fill for
+    /// `key` that started at `since` must not be joined by later requests.
+    pub fn hides_key_since(&self, key: &str, since: u64) -> bool {
+        if !self.any.load(Ordering::Acquire) {
+            return false;
+        }
+        let rules = self.rules.read();
+        hidden_at(&rules, key::path_of(key), since)
     }
 
     /// Updates a record (peer results, completion).
@@ -360,16 +374,20 @@ struct PersistedRef<'a> {
 }
 
 fn hidden_by(rules: &Rules, meta: &ObjectMeta) -> bool {
-    let path = key::path_of(&meta.key);
+    hidden_at(rules, key::path_of(&meta.key), meta.request_time)
+}
+
+/// Whether a rule on `path` was made at or after `time`.
+fn hidden_at(rules: &Rules, path: &str, time: u64) -> bool {
     if let Some(at) = rules.exact.get(path) {
-        if meta.response_time <= *at {
+        if time <= *at {
             return true;
         }
     }
     rules
         .prefixes
         .iter()
-        .any(|(pre, at)| meta.response_time <= *at && path.starts_with(pre.as_str()))
+        .any(|(pre, at)| time <= *at && path.starts_with(pre.as_str()))
 }
 
 /// An id in CloudFront's style: `I` and 13 upper-case letters and digits.
@@ -394,9 +412,10 @@ mod tests {
     use crate::store::MemoryStore;
     use http::{HeaderMap, StatusCode};
 
-    fn meta(key: &str, response_time: u64) -> ObjectMeta {
+    fn meta(key: &str, time: u64) -> ObjectMeta {
         let mut m = ObjectMeta::new(key.into(), StatusCode::OK, HeaderMap::new());
-        m.response_time = response_time;
+        m.request_time = time;
+        m.response_time = time;
         m
     }
 
@@ -427,13 +446,21 @@ mod tests {
         let other = meta("example.com/css/a.css", 1);
         let variant = meta("example.com/index.html\naccept-encoding:gzip\x1e", 1);
         assert!(!inv.hides(&old));
-        inv.invalidate(&[Pattern::Prefix("/img/".into())], None);
+        let img = inv.invalidate(&[Pattern::Prefix("/img/".into())], None);
         inv.invalidate(&[Pattern::Exact("/index.html".into())], None);
         assert!(inv.hides(&old));
         assert!(inv.hides(&variant));
         assert!(!inv.hides(&other));
         let newer = meta("example.com/img/a.png", now_ms() + 10);
         assert!(!inv.hides(&newer));
+        // A fetch sent before the rule is hidden even if its response came after it.
+        let at = img.create_time;
+        let mut straddling = meta("example.com/img/b.png", at - 1);
+        straddling.response_time = at + 5;
+        assert!(inv.hides(&straddling));
+        assert!(inv.hides_key_since("example.com/img/c.png", at));
+        assert!(!inv.hides_key_since("example.com/img/c.png", at + 1));
+        assert!(!inv.hides_key_since("example.com/css/c.css", 0));
     }
 
     #[test]

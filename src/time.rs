@@ -10,6 +10,16 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Returns once [`now_ms`] is past `t` (at most a millisecond after `t`, sleeping meanwhile).
+/// Invalidation and purge rules made at `t` catch what started at or before `t`; waiting
+/// before answering means that whatever starts after the answer has a later time, so a
+/// request sent right after an invalidation is never caught by it.
+pub fn wait_past(t: u64) {
+    while now_ms() <= t {
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
+}
+
 /// An HTTP date (IMF-fixdate) as Unix milliseconds.
 pub fn parse_http_date(s: &str) -> Option<u64> {
     httpdate::parse_http_date(s.trim())

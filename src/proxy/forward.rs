@@ -31,6 +31,13 @@ pub enum Purpose<'a> {
     Fill,
     /// Revalidate this stored response (conditional GET).
     Revalidate(&'a ObjectMeta),
+    /// Fetch the rest of an object whose body broke off after `start` bytes:
+    /// `Range: bytes=<start>-` with `If-Range: <validator>`, so that a changed object comes
+    /// back whole (200) instead of as a range of another version.
+    Resume {
+        start: u64,
+        validator: &'a HeaderValue,
+    },
 }
 
 pub struct ForwardContext<'a> {
@@ -195,6 +202,12 @@ pub fn upstream_request(
         }
     }
 
+    if let Purpose::Resume { start, validator } = &purpose {
+        let range = HeaderValue::from_str(&format!("bytes={start}-")).map_err(|e| e.to_string())?;
+        h.insert(http::header::RANGE, range);
+        h.insert(http::header::IF_RANGE, (*validator).clone());
+    }
+
     // The origin's custom headers (validated at config load).
     for (name, value) in &ctx.origin.config.headers {
         if let (Ok(n), Ok(v)) = (
@@ -223,4 +236,89 @@ pub fn upstream_request(
 pub fn has_validators(meta: &ObjectMeta) -> bool {
     meta.headers.contains_key(http::header::ETAG)
         || meta.headers.contains_key(http::header::LAST_MODIFIED)
+}
+
+/// The validator an `If-Range` may carry for a response (RFC 9110 §13.1.5): its entity tag
+/// when that is strong, else its `Last-Modified` when that is strong too (at least one
+/// second before the response's `Date`). `None`: a range of this response cannot be asked
+/// for safely.
+pub fn if_range_validator(h: &HeaderMap) -> Option<HeaderValue> {
+    if let Some(etag) = h.get(http::header::ETAG) {
+        if !etag.as_bytes().starts_with(b"W/") {
+            return Some(etag.clone());
+        }
+    }
+    let lm = h.get(http::header::LAST_MODIFIED)?;
+    let lm_ms = crate::time::parse_http_date(lm.to_str().ok()?)?;
+    let date_ms = crate::time::parse_http_date(h.get(http::header::DATE)?.to_str().ok()?)?;
+    (date_ms >= lm_ms + 1000).then(|| lm.clone())
+}
+
+/// Checks a `Content-Range` of an answer to [`Purpose::Resume`]: the range must start at
+/// `start` and, when `total` is known, be of an object of that length. Returns the length
+/// of the whole object.
+pub fn resumed_range_fits(h: &HeaderMap, start: u64, total: Option<u64>) -> Option<u64> {
+    let cr = h.get(http::header::CONTENT_RANGE)?.to_str().ok()?;
+    let (unit, rest) = cr.trim().split_once(' ')?;
+    if !unit.eq_ignore_ascii_case("bytes") {
+        return None;
+    }
+    let (range, len) = rest.split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    let (first, last): (u64, u64) = (first.trim().parse().ok()?, last.trim().parse().ok()?);
+    let len: u64 = len.trim().parse().ok()?;
+    let fits = first == start && last + 1 == len && total.is_none_or(|t| t == len);
+    fits.then_some(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn if_range_takes_only_strong_validators() {
+        let strong = headers(&[("etag", "\"v1\"")]);
+        assert_eq!(if_range_validator(&strong).unwrap(), "\"v1\"");
+        let weak = headers(&[("etag", "W/\"v1\"")]);
+        assert!(if_range_validator(&weak).is_none());
+        let lm_strong = headers(&[
+            ("etag", "W/\"v1\""),
+            ("last-modified", "Tue, 01 Dec 2026 10:00:00 GMT"),
+            ("date", "Tue, 01 Dec 2026 10:00:05 GMT"),
+        ]);
+        assert_eq!(
+            if_range_validator(&lm_strong).unwrap(),
+            "Tue, 01 Dec 2026 10:00:00 GMT"
+        );
+        let lm_same_second = headers(&[
+            ("last-modified", "Tue, 01 Dec 2026 10:00:00 GMT"),
+            ("date", "Tue, 01 Dec 2026 10:00:00 GMT"),
+        ]);
+        assert!(if_range_validator(&lm_same_second).is_none());
+    }
+
+    #[test]
+    fn a_resumed_range_must_continue_the_same_object() {
+        let h = headers(&[("content-range", "bytes 100-999/1000")]);
+        assert_eq!(resumed_range_fits(&h, 100, Some(1000)), Some(1000));
+        assert_eq!(resumed_range_fits(&h, 100, None), Some(1000));
+        assert_eq!(resumed_range_fits(&h, 99, Some(1000)), None);
+        assert_eq!(resumed_range_fits(&h, 100, Some(2000)), None);
+        let short = headers(&[("content-range", "bytes 100-500/1000")]);
+        assert_eq!(resumed_range_fits(&short, 100, Some(1000)), None);
+        let unknown = headers(&[("content-range", "bytes 100-999/*")]);
+        assert_eq!(resumed_range_fits(&unknown, 100, Some(1000)), None);
+        assert_eq!(resumed_range_fits(&HeaderMap::new(), 100, None), None);
+    }
 }

@@ -59,6 +59,24 @@ pub fn via_names(h: &HeaderMap, node_id: &str) -> bool {
         })
 }
 
+/// Whether a request comes from another strata hop: a peer of this tier (it sends
+/// `x-strata-peer`) or a strata node of a lower tier (its `Via` entry carries the
+/// `(strata)` comment). Such hops get the headers that are for caches only, such as
+/// `Surrogate-Key`, so that they can index and purge by them too.
+pub fn from_strata_hop(h: &HeaderMap) -> bool {
+    h.contains_key(crate::cluster::PEER_HEADER)
+        || h.get_all(VIA)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|s| s.split(','))
+            .any(|entry| {
+                entry
+                    .split_whitespace()
+                    .nth(2)
+                    .is_some_and(|comment| comment.starts_with("(strata"))
+            })
+}
+
 /// The outcome of a request, as CloudFront's `X-Cache` and the metrics name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
@@ -188,6 +206,25 @@ mod tests {
         assert!(!via_names(&h, "shield"));
         h.insert(VIA, HeaderValue::from_static("1.1 shield-1 (squid)"));
         assert!(!via_names(&h, "shield-1"));
+    }
+
+    #[test]
+    fn recognises_strata_hops() {
+        let mut h = HeaderMap::new();
+        assert!(!from_strata_hop(&h));
+        h.insert(
+            VIA,
+            HeaderValue::from_static("1.1 varnish (Varnish/7), 1.1 squid"),
+        );
+        assert!(!from_strata_hop(&h));
+        h.insert(VIA, HeaderValue::from_static("1.1 lb, 1.1 pop-1 (strata)"));
+        assert!(from_strata_hop(&h));
+        let mut p = HeaderMap::new();
+        p.insert(
+            crate::cluster::PEER_HEADER,
+            HeaderValue::from_static("edge-2"),
+        );
+        assert!(from_strata_hop(&p));
     }
 
     #[test]

@@ -128,6 +128,11 @@ impl Proxy {
         self.runtime.load().config.clone()
     }
 
+    /// Runs `f` on the current configuration without taking a reference count on it.
+    pub fn with_config<R>(&self, f: impl FnOnce(&Resolved) -> R) -> R {
+        f(&self.runtime.load().config)
+    }
+
     /// Handles one viewer request.
     pub async fn handle(
         self: &Arc<Self>,
@@ -136,19 +141,17 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let start = Instant::now();
         let (parts, body) = req.into_parts();
-        let entry = self.access_log.enabled().then(|| {
-            Entry::request(
-                now_ms(),
-                viewer.addr,
-                viewer.tls,
-                &parts.method,
-                parts.version,
-                &parts.uri,
-                &parts.headers,
-                self.runtime.load().config.clone(),
-            )
-        });
-        let (resp, outcome) = self.dispatch(parts, body, viewer).await;
+        let entry = self
+            .access_log
+            .enabled()
+            .then(|| Entry::request(now_ms(), viewer.addr, viewer.tls, &parts));
+        let strata_hop = hop::from_strata_hop(&parts.headers);
+        let (mut resp, outcome) = self.dispatch(parts, body, viewer).await;
+        if !strata_hop {
+            // Tags are for caches: a viewer never sees them (as Fastly and Varnish setups
+            // strip them); another strata tier or peer gets them to index its copy.
+            resp.headers_mut().remove(crate::surrogate::HEADER);
+        }
         let elapsed = start.elapsed().as_secs_f64();
         self.metrics.request(outcome, elapsed);
         match entry {
@@ -339,7 +342,10 @@ impl Proxy {
             };
             return self.pass_bodyless(ctx, cs).await;
         }
-        let (fill, leader) = match self.coalescer.join(&primary) {
+        let (fill, leader) = match self
+            .coalescer
+            .join(&primary, |t| self.superseded(&primary, t))
+        {
             Join::Leader(fill) => {
                 self.spawn_fill(fill.clone(), primary.clone(), &ctx, found.clone());
                 (fill, true)
@@ -400,9 +406,19 @@ impl Proxy {
         if self.coalescer.in_flight(primary) {
             return;
         }
-        if let Join::Leader(fill) = self.coalescer.join(primary) {
+        if let Join::Leader(fill) = self
+            .coalescer
+            .join(primary, |t| self.superseded(primary, t))
+        {
             self.spawn_fill(fill, primary.to_string(), ctx, Some(obj));
         }
+    }
+
+    /// Whether a fill for `primary` that started at `started` (Unix ms) predates an
+    /// invalidation of its path or a purge: later requests must not be served from it.
+    fn superseded(&self, primary: &str, started: u64) -> bool {
+        self.invalidations.hides_key_since(primary, started)
+            || self.surrogate_keys.purged_since(started)
     }
 
     /// Waits on a fill and answers the viewer from it.
@@ -542,30 +558,46 @@ impl Proxy {
     }
 
     /// Fetches from upstream and publishes what it got to the fill; stores what may be stored.
-    async fn run_fill(&self, ctx: &Ctx, fill: &Arc<Fill>, primary: &str, base: Option<Object>) {
+    async fn run_fill(&self, ctx: &Ctx, fill: &Arc<Fill>, primary: &str, mut base: Option<Object>) {
         let b = &ctx.behaviour;
-        let purpose = match &base {
-            Some(o) if forward::has_validators(&o.meta) => Purpose::Revalidate(&o.meta),
-            _ => Purpose::Fill,
-        };
-        let request_time = now_ms();
-        let stored = match &purpose {
-            Purpose::Revalidate(m) => Some(*m),
-            _ => None,
-        };
-        let sent = match self.ask_owner(ctx, primary, stored).await {
-            Some(r) => Ok(r),
-            None => self.send_upstream(ctx, purpose, empty_body()).await,
-        };
-        let (resp, origin) = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                let head = FillHead::Failed {
-                    timeout: e.is_timeout(),
-                    message: e.to_string().into(),
-                };
-                self.end_fill(primary, fill, head, false);
-                return;
+        let (resp, origin, request_time, from_peer) = loop {
+            let purpose = match &base {
+                Some(o) if forward::has_validators(&o.meta) => Purpose::Revalidate(&o.meta),
+                _ => Purpose::Fill,
+            };
+            let request_time = now_ms();
+            let stored = match &purpose {
+                Purpose::Revalidate(m) => Some(*m),
+                _ => None,
+            };
+            let (sent, from_peer) = match self.ask_owner(ctx, primary, stored).await {
+                Some((r, name, peer)) => (Ok((r, name)), Some(peer)),
+                None => (self.send_upstream(ctx, purpose, empty_body()).await, None),
+            };
+            match sent {
+                Ok((resp, origin)) => {
+                    // An object invalidated while it was being revalidated is gone (as
+                    // CloudFront's invalidation removes it): a 304 does not revive it; it is
+                    // fetched again, unconditionally.
+                    if resp.status() == StatusCode::NOT_MODIFIED
+                        && base
+                            .as_ref()
+                            .is_some_and(|o| self.invalidations.hides(&o.meta))
+                    {
+                        drop(resp);
+                        base = None;
+                        continue;
+                    }
+                    break (resp, origin, request_time, from_peer);
+                }
+                Err(e) => {
+                    let head = FillHead::Failed {
+                        timeout: e.is_timeout(),
+                        message: e.to_string().into(),
+                    };
+                    self.end_fill(primary, fill, head, false);
+                    return;
+                }
             }
         };
         let response_time = now_ms();
@@ -596,8 +628,19 @@ impl Proxy {
                     cookies_keyed: key::cookies_keyed(&b.cache_policy, &ctx.parts.headers),
                 };
                 if freshness::storable(facts, meta.status, &meta.headers, &b.cache_policy).is_ok() {
-                    if let Err(e) = self.store.update_meta(meta.clone()) {
-                        tracing::warn!(key = %meta.key, error = %e, "could not store a refreshed object");
+                    match self.store.update_meta(meta.clone()) {
+                        Ok(true) => {
+                            // A purge made while this revalidation was out wins over it.
+                            self.surrogate_keys.after_commit(
+                                self.store.as_ref(),
+                                &meta,
+                                request_time,
+                            );
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(key = %meta.key, error = %e, "could not store a refreshed object")
+                        }
                     }
                 } else {
                     self.store.remove(&meta.key);
@@ -688,24 +731,31 @@ impl Proxy {
             shareable: storable.is_ok(),
             stored: writer.is_some(),
         });
-        let _ = origin;
 
-        // Stream the body to the fill (and so to every viewer) and to the store.
-        let timeout = self
-            .runtime
-            .load()
-            .clients
-            .get(origin.as_str())
-            .map_or(defaults::RESPONSE_TIMEOUT.get(), |c| c.response_timeout);
+        // Stream the body to the fill (and so to every viewer) and to the store. A peer's
+        // body is read with `peer_timeout` per read; when it breaks off, the rest comes from
+        // this node's own upstream (Range + If-Range on the peer's validator), so viewers
+        // still get the whole object; when that cannot be done, the fill is abandoned.
+        let mut timeout = match &from_peer {
+            Some(p) => p.cluster.peer_timeout(),
+            None => self.origin_timeout(&origin),
+        };
+        let validator = from_peer
+            .as_ref()
+            .filter(|_| status == StatusCode::OK && ctx.parts.method != Method::OPTIONS)
+            .and_then(|_| forward::if_range_validator(&meta.headers));
+        let mut from_peer = from_peer;
+        let mut expected = content_length;
         let mut body = rbody;
         let mut received: u64 = 0;
         let complete = loop {
-            match tokio::time::timeout(timeout, body.frame()).await {
-                Err(_) => break false,
-                Ok(None) => break content_length.is_none_or(|n| n == received),
+            let stalled = match tokio::time::timeout(timeout, body.frame()).await {
+                Err(_) => true,
+                Ok(None) if expected.is_none_or(|n| n == received) => break true,
+                Ok(None) => false,
                 Ok(Some(Err(e))) => {
                     tracing::debug!(error = %e, "upstream body broke off");
-                    break false;
+                    false
                 }
                 Ok(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else {
@@ -718,24 +768,53 @@ impl Proxy {
                             writer = None;
                         }
                     }
-                    if content_length == Some(received) {
+                    if expected == Some(received) {
                         // The last byte: make the object visible and retire the fill before
                         // any viewer can see the body end, so a follow-up request is a hit.
-                        finish_store(writer.take(), &meta.key);
+                        self.commit(writer.take(), &meta, request_time);
                         self.coalescer.complete(primary, fill);
                         fill.push_chunk(data);
                         fill.finish(true);
                         return;
                     }
                     fill.push_chunk(data);
+                    continue;
                 }
+            };
+            // The body broke off: only a peer's is resumed, once.
+            let Some(peer) = from_peer.take() else {
+                break false;
+            };
+            peer.cluster.body_failed(&peer.peer, stalled);
+            let Some(validator) = &validator else {
+                tracing::warn!(key = %meta.key, "a peer's body broke off and the response has no strong validator to resume it; abandoning the fill");
+                break false;
+            };
+            match self.resume(ctx, validator, received, expected).await {
+                Some((rest, total, t)) => {
+                    tracing::info!(key = %meta.key, received, peer = %peer.peer.name, "peer's body broke off; resuming from upstream");
+                    body = rest;
+                    expected = Some(total);
+                    timeout = t;
+                }
+                None => break false,
             }
         };
         if complete {
-            finish_store(writer.take(), &meta.key);
+            self.commit(writer.take(), &meta, request_time);
         }
         self.coalescer.complete(primary, fill);
         fill.finish(complete);
+    }
+
+    /// Makes a completely received object visible in the store; then, when a purge of one
+    /// of its tags came while it was being fetched (sent at `request_time`), applies it.
+    /// (An invalidation needs nothing here: its rule hides the object by `request_time`.)
+    fn commit(&self, writer: Option<Box<dyn ObjectWriter>>, meta: &ObjectMeta, request_time: u64) {
+        if writer.is_some() && finish_store(writer, &meta.key) {
+            self.surrogate_keys
+                .after_commit(self.store.as_ref(), meta, request_time);
+        }
     }
 
     /// Ends a fill with a head that needs no body streaming. The fill leaves the table
@@ -769,6 +848,58 @@ impl Proxy {
         m.body_len = 0;
         if let Ok(w) = self.store.put(m) {
             let _ = w.finish();
+        }
+    }
+
+    /// The per-read timeout of an origin's response body.
+    fn origin_timeout(&self, origin: &str) -> Duration {
+        self.runtime
+            .load()
+            .clients
+            .get(origin)
+            .map_or(defaults::RESPONSE_TIMEOUT.get(), |c| c.response_timeout)
+    }
+
+    /// Asks this node's own upstream for the rest of an object from byte `start` on, on
+    /// condition that it is still the version `validator` names. Returns the rest's body,
+    /// the object's whole length and the per-read timeout; `None` when the upstream failed
+    /// or sent anything but the matching 206 (the object changed: splicing two versions
+    /// would corrupt the body, so the caller abandons the fill instead).
+    async fn resume(
+        &self,
+        ctx: &Ctx,
+        validator: &HeaderValue,
+        start: u64,
+        total: Option<u64>,
+    ) -> Option<(Incoming, u64, Duration)> {
+        let purpose = Purpose::Resume { start, validator };
+        let (resp, origin) = match self.send_upstream(ctx, purpose, empty_body()).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot resume a broken peer body from upstream");
+                return None;
+            }
+        };
+        let same_etag = match (
+            validator.as_bytes().starts_with(b"\""),
+            resp.headers().get(http::header::ETAG),
+        ) {
+            (true, Some(etag)) => etag == validator,
+            _ => true,
+        };
+        let len = forward::resumed_range_fits(resp.headers(), start, total);
+        match len {
+            Some(len) if resp.status() == StatusCode::PARTIAL_CONTENT && same_etag => {
+                Some((resp.into_body(), len, self.origin_timeout(&origin)))
+            }
+            _ => {
+                tracing::warn!(
+                    status = %resp.status(),
+                    start,
+                    "upstream did not continue the same object (If-Range); abandoning the fill"
+                );
+                None
+            }
         }
     }
 
@@ -842,6 +973,10 @@ impl Proxy {
             Purpose::Pass => Purpose::Pass,
             Purpose::Fill => Purpose::Fill,
             Purpose::Revalidate(m) => Purpose::Revalidate(m),
+            Purpose::Resume { start, validator } => Purpose::Resume {
+                start: *start,
+                validator,
+            },
         };
         let req =
             forward::upstream_request(&fctx, &ctx.parts, purpose, body).map_err(|detail| {
@@ -983,12 +1118,15 @@ fn https_authority(host: &str, tls_port: Option<u16>) -> String {
     }
 }
 
-/// Makes a completely received object visible in the store.
-fn finish_store(writer: Option<Box<dyn ObjectWriter>>, key: &str) {
-    if let Some(w) = writer {
-        if let Err(e) = w.finish() {
+/// Makes a completely received object visible in the store; whether it is.
+fn finish_store(writer: Option<Box<dyn ObjectWriter>>, key: &str) -> bool {
+    match writer.map(|w| w.finish()) {
+        Some(Ok(_)) => true,
+        Some(Err(e)) => {
             tracing::debug!(%key, error = %e, "store finish failed");
+            false
         }
+        None => false,
     }
 }
 

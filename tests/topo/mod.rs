@@ -376,6 +376,15 @@ impl NodeProcess {
         }
     }
 
+    /// Sends a signal to the process (e.g. `libc::SIGSTOP` to stall it, `libc::SIGCONT`).
+    pub fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
+            let rc = unsafe { libc::kill(c.id() as libc::pid_t, sig) };
+            assert_eq!(rc, 0, "kill({}, {sig}) failed", c.id());
+        }
+    }
+
     pub async fn restart(&mut self) {
         self.kill();
         self.spawn().await;
@@ -395,4 +404,184 @@ impl Drop for NodeProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// An origin of large objects, streamed slowly in pieces, that answers `Range: bytes=N-`
+/// (honouring `If-Range`) as a real origin does. Each path's body is a deterministic byte
+/// pattern of `size` bytes for the current `version`; bumping the version changes every
+/// body and every ETag. Counts full and ranged requests.
+pub struct BulkOrigin {
+    pub addr: SocketAddr,
+    pub full: Arc<AtomicU64>,
+    pub ranged: Arc<AtomicU64>,
+    /// `If-Range` values the ranged requests carried.
+    pub if_ranges: Arc<Mutex<Vec<String>>>,
+    pub version: Arc<AtomicU64>,
+    /// Pause between 16 KiB pieces, in milliseconds.
+    pub piece_delay_ms: Arc<AtomicU64>,
+    pub size: usize,
+    tasks: Arc<Mutex<JoinSet<()>>>,
+}
+
+/// The body [`BulkOrigin`] serves for `path` at `version`.
+pub fn bulk_body(path: &str, version: u64, size: usize) -> Bytes {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ version.wrapping_mul(0x1000_0000_01b3);
+    for b in path.bytes() {
+        x = (x ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    let mut out = Vec::with_capacity(size);
+    while out.len() < size {
+        // xorshift64*
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(size);
+    Bytes::from(out)
+}
+
+pub fn bulk_etag(path: &str, version: u64) -> String {
+    format!("\"v{version}-{}\"", path.len())
+}
+
+impl BulkOrigin {
+    pub async fn start(ip: &str, size: usize) -> BulkOrigin {
+        let listener = TcpListener::bind((ip, 0)).await.expect("origin bind");
+        let addr = listener.local_addr().expect("origin addr");
+        let full = Arc::new(AtomicU64::new(0));
+        let ranged = Arc::new(AtomicU64::new(0));
+        let if_ranges = Arc::new(Mutex::new(Vec::new()));
+        let version = Arc::new(AtomicU64::new(1));
+        let piece_delay_ms = Arc::new(AtomicU64::new(0));
+        let tasks = Arc::new(Mutex::new(JoinSet::new()));
+        let set = tasks.clone();
+        let (f, r, ir, v, d) = (
+            full.clone(),
+            ranged.clone(),
+            if_ranges.clone(),
+            version.clone(),
+            piece_delay_ms.clone(),
+        );
+        tasks.lock().unwrap().spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (f, r, ir, v, d) = (f.clone(), r.clone(), ir.clone(), v.clone(), d.clone());
+                set.lock().unwrap().spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let (f, r, ir, v, d) =
+                            (f.clone(), r.clone(), ir.clone(), v.clone(), d.clone());
+                        async move {
+                            let path = req.uri().path().to_string();
+                            let version = v.load(Ordering::SeqCst);
+                            let etag = bulk_etag(&path, version);
+                            let body = bulk_body(&path, version, size);
+                            let if_range = req
+                                .headers()
+                                .get("if-range")
+                                .and_then(|x| x.to_str().ok())
+                                .map(str::to_string);
+                            let start = req
+                                .headers()
+                                .get("range")
+                                .and_then(|x| x.to_str().ok())
+                                .and_then(|x| x.strip_prefix("bytes="))
+                                .and_then(|x| x.strip_suffix('-'))
+                                .and_then(|x| x.parse::<usize>().ok())
+                                .filter(|_| if_range.as_deref().is_none_or(|ir| ir == etag))
+                                .filter(|&s| s < size);
+                            if let Some(ir_value) = &if_range {
+                                ir.lock().unwrap().push(ir_value.clone());
+                            }
+                            let mut b = Response::builder()
+                                .header("cache-control", "public, max-age=3600")
+                                .header("etag", &etag)
+                                .header("accept-ranges", "bytes");
+                            let part = match start {
+                                Some(s) => {
+                                    r.fetch_add(1, Ordering::SeqCst);
+                                    b = b.status(StatusCode::PARTIAL_CONTENT).header(
+                                        "content-range",
+                                        format!("bytes {s}-{}/{size}", size - 1),
+                                    );
+                                    body.slice(s..)
+                                }
+                                None => {
+                                    f.fetch_add(1, Ordering::SeqCst);
+                                    body
+                                }
+                            };
+                            let len = part.len();
+                            let delay = d.load(Ordering::SeqCst);
+                            let pieces = futures_util::stream::unfold(
+                                (part, delay),
+                                |(rest, delay)| async move {
+                                    if rest.is_empty() {
+                                        return None;
+                                    }
+                                    if delay > 0 {
+                                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                                    }
+                                    let n = rest.len().min(16 * 1024);
+                                    let piece = rest.slice(..n);
+                                    Some((
+                                        Ok::<_, std::convert::Infallible>(
+                                            hyper::body::Frame::data(piece),
+                                        ),
+                                        (rest.slice(n..), delay),
+                                    ))
+                                },
+                            );
+                            let resp = b
+                                .header("content-length", len)
+                                .body(http_body_util::StreamBody::new(pieces))
+                                .expect("a response");
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        BulkOrigin {
+            addr,
+            full,
+            ranged,
+            if_ranges,
+            version,
+            piece_delay_ms,
+            size,
+            tasks,
+        }
+    }
+
+    pub fn body(&self, path: &str) -> Bytes {
+        bulk_body(path, self.version.load(Ordering::SeqCst), self.size)
+    }
+}
+
+impl Drop for BulkOrigin {
+    fn drop(&mut self) {
+        self.tasks.lock().unwrap().abort_all();
+    }
+}
+
+/// Which of `members` owns the cache key of a GET for `path` on `host`, as every member of
+/// the tier computes it (`config`: any member's configuration, for the cache policy).
+pub fn owner_index(config: &Resolved, members: &[String], host: &str, path: &str) -> usize {
+    let b = config.route(path);
+    let uri: http::Uri = path.parse().expect("a path");
+    let mut h = HeaderMap::new();
+    h.insert(
+        http::header::HOST,
+        http::HeaderValue::from_str(host).expect("a host"),
+    );
+    let key = strata::policy::key::primary_key(&b.cache_policy, &http::Method::GET, &uri, &h);
+    let owner =
+        strata::cluster::owner_of(members.iter().map(String::as_str), &key).expect("an owner");
+    members.iter().position(|m| m == owner).expect("a member")
 }

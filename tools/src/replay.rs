@@ -1,7 +1,8 @@
 //! `strata-tools replay`: sends a Zipf workload or a trace to a running node over plain
 //! HTTP/1.1 (keep-alive, one connection per worker) and reports the hit ratio the node
 //! declares in `X-Cache` (CloudFront's vocabulary) or, failing that, the last member of
-//! `Cache-Status` (RFC 9211), and how many requests went to the origin.
+//! `Cache-Status` (RFC 9211), and how many requests went to the origin (misses and
+//! revalidations, less those the node marks `collapsed`: they joined another fetch).
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -145,9 +146,27 @@ struct Tally {
     error: AtomicU64,
     unknown: AtomicU64,
     failed: AtomicU64,
+    /// Misses and revalidations that joined another request's fetch.
+    collapsed: AtomicU64,
 }
 
-fn request(conn: &mut Option<BufReader<TcpStream>>, t: &Target, path: &str) -> Result<Outcome> {
+/// Whether the node says (RFC 9211's `collapsed`, in its own, last `Cache-Status` member)
+/// that the request joined another request's fetch instead of making its own.
+pub fn collapsed(cache_status: Option<&str>) -> bool {
+    cache_status.is_some_and(|cs| {
+        cs.rsplit(',')
+            .next()
+            .unwrap_or("")
+            .split(';')
+            .any(|p| p.trim().eq_ignore_ascii_case("collapsed"))
+    })
+}
+
+fn request(
+    conn: &mut Option<BufReader<TcpStream>>,
+    t: &Target,
+    path: &str,
+) -> Result<(Outcome, bool)> {
     for attempt in 0..2 {
         if conn.is_none() {
             let s =
@@ -174,7 +193,7 @@ fn request(conn: &mut Option<BufReader<TcpStream>>, t: &Target, path: &str) -> R
     bail!("request failed twice")
 }
 
-fn exchange(c: &mut BufReader<TcpStream>, req: &str) -> Result<Outcome> {
+fn exchange(c: &mut BufReader<TcpStream>, req: &str) -> Result<(Outcome, bool)> {
     c.get_mut().write_all(req.as_bytes())?;
     let mut line = String::new();
     if c.read_line(&mut line)? == 0 {
@@ -228,11 +247,12 @@ fn exchange(c: &mut BufReader<TcpStream>, req: &str) -> Result<Outcome> {
     if close {
         bail!("server closed the connection");
     }
-    Ok(if status >= 500 {
+    let outcome = if status >= 500 {
         Outcome::Error
     } else {
         classify(x_cache.as_deref(), cache_status.as_deref())
-    })
+    };
+    Ok((outcome, collapsed(cache_status.as_deref())))
 }
 
 pub fn run(a: ReplayArgs) -> Result<()> {
@@ -285,12 +305,16 @@ pub fn run(a: ReplayArgs) -> Result<()> {
                         Some(z) => format!("{}{}", a.prefix, z.next()),
                         None => paths[i as usize].clone(),
                     };
-                    let c = match request(&mut conn, &target, &path) {
-                        Ok(Outcome::Hit) => &tally.hit,
-                        Ok(Outcome::RefreshHit) => &tally.refresh,
-                        Ok(Outcome::Miss) => &tally.miss,
-                        Ok(Outcome::Error) => &tally.error,
-                        Ok(Outcome::Unknown) => &tally.unknown,
+                    let r = request(&mut conn, &target, &path);
+                    if let Ok((Outcome::Miss | Outcome::RefreshHit, true)) = r {
+                        tally.collapsed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let c = match r {
+                        Ok((Outcome::Hit, _)) => &tally.hit,
+                        Ok((Outcome::RefreshHit, _)) => &tally.refresh,
+                        Ok((Outcome::Miss, _)) => &tally.miss,
+                        Ok((Outcome::Error, _)) => &tally.error,
+                        Ok((Outcome::Unknown, _)) => &tally.unknown,
                         Err(_) => &tally.failed,
                     };
                     c.fetch_add(1, Ordering::Relaxed);
@@ -328,9 +352,10 @@ pub fn run(a: ReplayArgs) -> Result<()> {
         100.0 * hit as f64 / answered.max(1) as f64,
         100.0 * (hit + refresh) as f64 / answered.max(1) as f64
     );
+    let collapsed = g(&tally.collapsed);
     println!(
-        "origin fetches  {} ({miss} misses + {refresh} revalidations)",
-        miss + refresh
+        "origin fetches  {} ({miss} misses + {refresh} revalidations - {collapsed} collapsed into another's fetch)",
+        (miss + refresh).saturating_sub(collapsed)
     );
     if failed == total {
         bail!("every request failed: is a node listening on {}?", a.target);
@@ -356,6 +381,13 @@ mod tests {
         );
         assert_eq!(classify(None, Some("pop; fwd=miss")), Outcome::Miss);
         assert_eq!(classify(None, None), Outcome::Unknown);
+        assert!(collapsed(Some(
+            "shield; fwd=miss, pop; fwd=miss; collapsed"
+        )));
+        assert!(!collapsed(Some(
+            "shield; fwd=miss; collapsed, pop; fwd=miss"
+        )));
+        assert!(!collapsed(None));
     }
 
     #[test]

@@ -1,23 +1,34 @@
 //! The hot index: a map from the 64-bit xxh3 hash of a cache key to where the object's
-//! record is, in 16 bytes per entry.
+//! record is, in 13 bytes per entry.
 //!
-//! An entry is the hash (8 bytes) and one packed word ([`Entry`]): segment slot (14 bits),
-//! offset in 8-byte units (24 bits), a size class of the record (6 bits), flags (3 bits:
-//! indirect, large, referenced) and the expiry in hours since 2020 (17 bits). The table is
-//! split into 256 shards by the hash's top byte; each shard is an open-addressing table of
-//! 8-entry buckets (two cache lines) probed linearly, and grows by 1.25× when it is 90%
-//! full, so memory follows the number of objects with no sizing up front and no long pause
-//! to rehash everything at once.
+//! The table is split into 256 shards by the hash's top byte. An entry is a 40-bit tag (the
+//! next 40 bits of the hash, so 48 bits of the hash are kept in all) and one packed word
+//! ([`Entry`]): segment slot (14 bits), offset in 8-byte units (24 bits), a size class of the
+//! record (6 bits), flags (3 bits: indirect, large, referenced) and the expiry in hours since
+//! 2020 (17 bits). Each shard is an open-addressing table of 8-entry buckets (104 bytes: the
+//! eight tags, then the eight words) probed linearly, which grows by 1.2× when it is 93% full,
+//! so memory follows the number of objects (about 15 B per object on average) with no sizing
+//! up front and no long pause to rehash everything at once.
 //!
-//! The index never holds the key: a hash collision can only make an object unreachable
-//! (the reader checks the full key on disk), never serve the wrong one. It never does I/O.
+//! The index never holds the key: two keys whose hashes agree on the 48 bits kept share an
+//! entry, so one can only make the other unreachable (the reader checks the full key on
+//! disk), never serve the wrong one. It never does I/O.
 
 use parking_lot::Mutex;
 
 pub const SHARDS: usize = 256;
 const BUCKET: usize = 8;
+/// Bytes per bucket: eight 5-byte tags, then eight 8-byte packed entries.
+const BUCKET_BYTES: usize = BUCKET * 13;
+const TAG_BITS: u32 = 40;
+const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
 const EMPTY: u64 = 0;
 const TOMB: u64 = 1;
+/// A shard grows when live and deleted entries fill this share of it (per mille)…
+const MAX_LOAD: usize = 930;
+/// …by this factor (per mille), and bulk loads reserve at this fill.
+const GROWTH: usize = 1200;
+const RESERVE_LOAD: usize = 850;
 
 /// In a batch of changes: remove the key. No packed entry is 0, since records start after
 /// the 64-byte segment header.
@@ -39,6 +50,23 @@ pub fn table_hash(h: u64) -> u64 {
     } else {
         h
     }
+}
+
+/// The 40-bit tag the index keeps of a hash (0 and 1 mark empty and deleted entries).
+fn tag(h: u64) -> u64 {
+    let t = (h >> 16) & TAG_MASK;
+    if t < 2 {
+        t + 2
+    } else {
+        t
+    }
+}
+
+/// The hash as the index keeps it: the shard byte and the tag, the low 16 bits zero. Hashes
+/// the index hands out ([`Index::for_each`], [`Index::dump`]) are in this form; compare a
+/// record's hash with them through this function.
+pub fn canonical(h: u64) -> u64 {
+    (h & !(u64::MAX >> 8)) | tag(h) << 16
 }
 
 /// The xxh3 hash of a cache key, as the index and the records use it.
@@ -133,34 +161,78 @@ pub fn size_class(len: u64) -> u8 {
 
 #[derive(Default)]
 struct Table {
-    /// `buckets * BUCKET` entries of (hash, packed entry).
-    slots: Vec<[u64; 2]>,
+    /// `buckets` buckets of [`BUCKET_BYTES`] bytes.
+    data: Vec<u8>,
     len: usize,
     tombs: usize,
 }
 
 impl Table {
     fn buckets(&self) -> usize {
-        self.slots.len() / BUCKET
+        self.data.len() / BUCKET_BYTES
     }
 
-    fn home(&self, h: u64) -> usize {
-        (((h as u32) as u64 * self.buckets() as u64) >> 32) as usize
+    fn capacity(&self) -> usize {
+        self.buckets() * BUCKET
     }
 
-    /// The position of `h`, or None.
-    fn find(&self, h: u64) -> Option<usize> {
+    fn home(&self, t: u64) -> usize {
+        (((t as u32) as u64 * self.buckets() as u64) >> 32) as usize
+    }
+
+    /// The tag at entry `i`.
+    fn tag_at(&self, i: usize) -> u64 {
+        Self::tag_in(self.bucket(i / BUCKET), i % BUCKET)
+    }
+
+    fn set_tag(&mut self, i: usize, t: u64) {
+        let at = (i / BUCKET) * BUCKET_BYTES + (i % BUCKET) * 5;
+        self.data[at..at + 5].copy_from_slice(&t.to_le_bytes()[..5]);
+    }
+
+    fn value_at(&self, i: usize) -> u64 {
+        let at = (i / BUCKET) * BUCKET_BYTES + BUCKET * 5 + (i % BUCKET) * 8;
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.data[at..at + 8]);
+        u64::from_le_bytes(b)
+    }
+
+    fn set_value(&mut self, i: usize, v: u64) {
+        let at = (i / BUCKET) * BUCKET_BYTES + BUCKET * 5 + (i % BUCKET) * 8;
+        self.data[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    }
+
+    /// Bucket `b`'s bytes.
+    #[inline]
+    fn bucket(&self, b: usize) -> &[u8; BUCKET_BYTES] {
+        let at = b * BUCKET_BYTES;
+        self.data[at..at + BUCKET_BYTES]
+            .try_into()
+            .expect("a bucket is BUCKET_BYTES long")
+    }
+
+    /// The tag at position `j` of a bucket (one unaligned load: the 5-byte tags are followed
+    /// by the values, so 8 bytes are always there to read).
+    #[inline]
+    fn tag_in(bk: &[u8; BUCKET_BYTES], j: usize) -> u64 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&bk[j * 5..j * 5 + 8]);
+        u64::from_le_bytes(w) & TAG_MASK
+    }
+
+    /// The position of tag `t`, or None.
+    fn find(&self, t: u64) -> Option<usize> {
         let nb = self.buckets();
         if nb == 0 {
             return None;
         }
-        let mut b = self.home(h);
+        let mut b = self.home(t);
         for _ in 0..nb {
-            let base = b * BUCKET;
-            for i in base..base + BUCKET {
-                let k = self.slots[i][0];
-                if k == h {
-                    return Some(i);
+            let bk = self.bucket(b);
+            for j in 0..BUCKET {
+                let k = Self::tag_in(bk, j);
+                if k == t {
+                    return Some(b * BUCKET + j);
                 }
                 if k == EMPTY {
                     return None;
@@ -171,73 +243,92 @@ impl Table {
         None
     }
 
-    /// Inserts or replaces in one probe: the key is looked for up to the first empty
+    /// Inserts or replaces in one probe: the tag is looked for up to the first empty
     /// entry, remembering the first reusable (deleted) entry on the way.
-    fn insert(&mut self, h: u64, v: u64) -> Option<u64> {
-        if (self.len + self.tombs + 1) * 10 > self.slots.len() * 9 {
+    fn insert(&mut self, t: u64, v: u64) -> Option<u64> {
+        if (self.len + self.tombs + 1) * 1000 > self.capacity() * MAX_LOAD {
             self.grow();
         }
         let nb = self.buckets();
-        let mut b = self.home(h);
+        let mut b = self.home(t);
         let mut free: Option<usize> = None;
         loop {
-            let base = b * BUCKET;
-            for i in base..base + BUCKET {
-                let k = self.slots[i][0];
-                if k == h {
-                    return Some(std::mem::replace(&mut self.slots[i][1], v));
+            let bk = self.bucket(b);
+            let mut found = None;
+            let mut empty = None;
+            for j in 0..BUCKET {
+                let k = Self::tag_in(bk, j);
+                if k == t {
+                    found = Some(b * BUCKET + j);
+                    break;
                 }
                 if k == TOMB && free.is_none() {
-                    free = Some(i);
+                    free = Some(b * BUCKET + j);
                 }
                 if k == EMPTY {
-                    let at = match free {
-                        Some(t) => {
-                            self.tombs -= 1;
-                            t
-                        }
-                        None => i,
-                    };
-                    self.slots[at] = [h, v];
-                    self.len += 1;
-                    return None;
+                    empty = Some(b * BUCKET + j);
+                    break;
                 }
+            }
+            if let Some(i) = found {
+                let old = self.value_at(i);
+                self.set_value(i, v);
+                return Some(old);
+            }
+            if let Some(i) = empty {
+                let at = match free {
+                    Some(f) => {
+                        self.tombs -= 1;
+                        f
+                    }
+                    None => i,
+                };
+                self.set_tag(at, t);
+                self.set_value(at, v);
+                self.len += 1;
+                return None;
             }
             b = if b + 1 == nb { 0 } else { b + 1 };
         }
     }
 
     fn remove_at(&mut self, i: usize) -> u64 {
-        let v = self.slots[i][1];
-        self.slots[i] = [TOMB, 0];
+        let v = self.value_at(i);
+        self.set_tag(i, TOMB);
+        self.set_value(i, 0);
         self.len -= 1;
         self.tombs += 1;
         v
     }
 
+    /// Every live (tag, value), in table order.
+    fn live(&self) -> impl Iterator<Item = (usize, u64, u64)> + '_ {
+        (0..self.capacity()).filter_map(|i| {
+            let t = self.tag_at(i);
+            (t > TOMB).then(|| (i, t, self.value_at(i)))
+        })
+    }
+
     /// Makes room for `n` entries in total without growing again.
     fn reserve(&mut self, n: usize) {
-        let want = (n * 10 / 8).div_ceil(BUCKET);
+        let want = (n * 1000 / RESERVE_LOAD).div_ceil(BUCKET);
         if want > self.buckets() {
             self.rebuild(want);
         }
     }
 
     fn rebuild(&mut self, new_nb: usize) {
-        let old = std::mem::replace(&mut self.slots, vec![[EMPTY, 0]; new_nb * BUCKET]);
-        self.len = 0;
-        self.tombs = 0;
-        for [k, v] in old {
-            if k > TOMB {
-                self.insert(k, v);
-            }
+        let old = std::mem::take(self);
+        self.data = vec![0u8; new_nb * BUCKET_BYTES];
+        for (_, t, v) in old.live() {
+            self.insert(t, v);
         }
     }
 
     fn grow(&mut self) {
         let nb = self.buckets();
-        let new_nb = if (self.len + 1) * 10 > self.slots.len() * 6 {
-            (nb + 1).max(nb * 5 / 4)
+        let new_nb = if (self.len + 1) * 1000 > self.capacity() * 700 {
+            (nb + 1).max(nb * GROWTH / 1000)
         } else {
             nb.max(1) // mostly tombstones: rebuild at the same size
         };
@@ -269,34 +360,39 @@ impl Index {
 
     pub fn get(&self, h: u64) -> Option<Entry> {
         let t = self.shard(h).lock();
-        t.find(h).map(|i| Entry::unpack(t.slots[i][1]))
+        t.find(tag(h)).map(|i| Entry::unpack(t.value_at(i)))
     }
 
     /// Looks `h` up and marks it referenced; returns the entry as it was before.
     pub fn touch(&self, h: u64) -> Option<Entry> {
         let mut t = self.shard(h).lock();
-        let i = t.find(h)?;
-        let old = Entry::unpack(t.slots[i][1]);
-        t.slots[i][1] |= (Entry::REFERENCED as u64) << 44;
-        Some(old)
+        let i = t.find(tag(h))?;
+        let v = t.value_at(i);
+        t.set_value(i, v | (Entry::REFERENCED as u64) << 44);
+        Some(Entry::unpack(v))
     }
 
     /// Inserts or replaces; returns the previous entry.
     pub fn insert(&self, h: u64, e: Entry) -> Option<Entry> {
-        self.shard(h).lock().insert(h, e.pack()).map(Entry::unpack)
+        self.shard(h)
+            .lock()
+            .insert(tag(h), e.pack())
+            .map(Entry::unpack)
     }
 
     pub fn remove(&self, h: u64) -> Option<Entry> {
         let mut t = self.shard(h).lock();
-        let i = t.find(h)?;
+        let i = t.find(tag(h))?;
         Some(Entry::unpack(t.remove_at(i)))
     }
 
     /// Removes `h` only if it still points at the place `at` points at.
     pub fn remove_if_at(&self, h: u64, at: &Entry) -> bool {
         let mut t = self.shard(h).lock();
-        let Some(i) = t.find(h) else { return false };
-        if Entry::unpack(t.slots[i][1]).same_place(at) {
+        let Some(i) = t.find(tag(h)) else {
+            return false;
+        };
+        if Entry::unpack(t.value_at(i)).same_place(at) {
             t.remove_at(i);
             true
         } else {
@@ -307,9 +403,11 @@ impl Index {
     /// Replaces `h`'s entry only if it still points at the place `at` points at.
     pub fn replace_if_at(&self, h: u64, at: &Entry, new: Entry) -> bool {
         let mut t = self.shard(h).lock();
-        let Some(i) = t.find(h) else { return false };
-        if Entry::unpack(t.slots[i][1]).same_place(at) {
-            t.slots[i][1] = new.pack();
+        let Some(i) = t.find(tag(h)) else {
+            return false;
+        };
+        if Entry::unpack(t.value_at(i)).same_place(at) {
+            t.set_value(i, new.pack());
             true
         } else {
             false
@@ -320,13 +418,13 @@ impl Index {
         self.shards.iter().map(|s| s.lock().len).sum()
     }
 
-    /// Gives back memory a bulk load reserved but did not use (tables under 40% full are
-    /// rebuilt at 80%).
+    /// Gives back memory a bulk load reserved but did not use (tables under 60% full are
+    /// rebuilt at the bulk-load fill).
     pub fn shrink_to_fit(&self) {
         for s in self.shards.iter() {
             let mut t = s.lock();
-            if t.len * 10 < t.slots.len() * 4 {
-                let want = (t.len * 10 / 8).div_ceil(BUCKET).max(1);
+            if t.len * 10 < t.capacity() * 6 {
+                let want = (t.len * 1000 / RESERVE_LOAD).div_ceil(BUCKET).max(1);
                 t.rebuild(want);
             }
         }
@@ -342,14 +440,26 @@ impl Index {
     }
 
     /// Applies a batch of changes in order: a packed entry inserts, [`REMOVE`] removes. The
-    /// batch is grouped by shard first (a stable sort, so changes to one key keep their
-    /// order), so each shard's table is visited once while it is in cache: bulk loads
+    /// batch is grouped by shard first (a stable counting sort, so changes to one key keep
+    /// their order), so each shard's table is visited once while it is in cache: bulk loads
     /// (checkpoint, replay) run several times faster than one insert at a time.
-    /// `presorted`: the batch is already in that order (a checkpoint is dumped that way).
+    /// `presorted`: the batch is already grouped by shard (a checkpoint is dumped that way).
     pub fn apply_batch(&self, batch: &mut Vec<(u64, u64)>, presorted: bool) {
-        // By shard, then by home position: each table is then written front to back.
         if !presorted {
-            batch.sort_by_key(|&(h, _)| (h >> 56, h as u32));
+            let mut counts = [0usize; SHARDS + 1];
+            for &(h, _) in batch.iter() {
+                counts[(h >> 56) as usize + 1] += 1;
+            }
+            for i in 1..=SHARDS {
+                counts[i] += counts[i - 1];
+            }
+            let mut grouped = vec![(0u64, 0u64); batch.len()];
+            for &(h, v) in batch.iter() {
+                let at = &mut counts[(h >> 56) as usize];
+                grouped[*at] = (h, v);
+                *at += 1;
+            }
+            *batch = grouped;
         }
         let mut i = 0;
         while i < batch.len() {
@@ -358,11 +468,11 @@ impl Index {
             while i < batch.len() && batch[i].0 >> 56 == shard {
                 let (h, v) = batch[i];
                 if v == REMOVE {
-                    if let Some(j) = t.find(h) {
+                    if let Some(j) = t.find(tag(h)) {
                         t.remove_at(j);
                     }
                 } else {
-                    t.insert(h, v);
+                    t.insert(tag(h), v);
                 }
                 i += 1;
             }
@@ -376,50 +486,46 @@ impl Index {
 
     /// Bytes of memory the index holds (tables and shard headers).
     pub fn memory_bytes(&self) -> u64 {
-        let tables: usize = self
-            .shards
-            .iter()
-            .map(|s| s.lock().slots.capacity() * 16)
-            .sum();
+        let tables: usize = self.shards.iter().map(|s| s.lock().data.capacity()).sum();
         (tables + SHARDS * std::mem::size_of::<Mutex<Table>>()) as u64
     }
 
-    /// Calls `f` with every (hash, entry), one shard at a time (the shard is locked while
-    /// `f` runs on its entries, so `f` must not call back into the index).
+    /// Calls `f` with every (hash in [`canonical`] form, entry), one shard at a time (the
+    /// shard is locked while `f` runs on its entries, so `f` must not call back into the
+    /// index).
     pub fn for_each(&self, mut f: impl FnMut(u64, Entry)) {
-        for s in self.shards.iter() {
+        for (n, s) in self.shards.iter().enumerate() {
             let t = s.lock();
-            for &[k, v] in &t.slots {
-                if k > TOMB {
-                    f(k, Entry::unpack(v));
-                }
+            for (_, k, v) in t.live() {
+                f((n as u64) << 56 | k << 16, Entry::unpack(v));
             }
         }
     }
 
-    /// Appends every (hash, packed entry) to `out` as 16 little-endian bytes.
+    /// Appends every (hash in [`canonical`] form, packed entry) to `out` as 16 little-endian
+    /// bytes, grouped by shard.
     pub fn dump(&self, out: &mut Vec<u8>) {
-        for s in self.shards.iter() {
+        for (n, s) in self.shards.iter().enumerate() {
             let t = s.lock();
             out.reserve(t.len * 16);
-            for &[k, v] in &t.slots {
-                if k > TOMB {
-                    out.extend_from_slice(&k.to_le_bytes());
-                    out.extend_from_slice(&v.to_le_bytes());
-                }
+            for (_, k, v) in t.live() {
+                out.extend_from_slice(&((n as u64) << 56 | k << 16).to_le_bytes());
+                out.extend_from_slice(&v.to_le_bytes());
             }
         }
     }
 
-    /// Removes every entry for which `keep` returns false.
+    /// Removes every entry for which `keep` returns false (given the [`canonical`] hash).
     pub fn retain(&self, mut keep: impl FnMut(u64, Entry) -> bool) {
-        for s in self.shards.iter() {
+        for (n, s) in self.shards.iter().enumerate() {
             let mut t = s.lock();
-            for i in 0..t.slots.len() {
-                let [k, v] = t.slots[i];
-                if k > TOMB && !keep(k, Entry::unpack(v)) {
-                    t.remove_at(i);
-                }
+            let drop: Vec<usize> = t
+                .live()
+                .filter(|&(_, k, v)| !keep((n as u64) << 56 | k << 16, Entry::unpack(v)))
+                .map(|(i, _, _)| i)
+                .collect();
+            for i in drop {
+                t.remove_at(i);
             }
         }
     }
@@ -496,5 +602,64 @@ mod tests {
         }
         let per_object = idx.memory_bytes() as f64 / idx.len() as f64;
         assert!(per_object < 40.0, "{per_object} bytes per object");
+        // What the index hands out is the canonical form of what went in.
+        let mut seen = 0;
+        idx.for_each(|h, _| {
+            assert_eq!(canonical(h), h);
+            seen += 1;
+        });
+        assert_eq!(seen, idx.len());
+    }
+
+    #[test]
+    fn bytes_per_object_stay_under_16_as_it_grows() {
+        let idx = Index::new();
+        let e = Entry {
+            slot: 1,
+            offset: 64,
+            size_class: 5,
+            flags: 0,
+            expiry_hours: 1,
+        };
+        let mut worst: f64 = 0.0;
+        let mut sum = 0.0;
+        let mut n = 0;
+        for i in 0..1_000_000u64 {
+            idx.insert(key_hash(&i.to_le_bytes()), e);
+            if i >= 100_000 && i % 50_000 == 0 {
+                let per = idx.memory_bytes() as f64 / idx.len() as f64;
+                worst = worst.max(per);
+                sum += per;
+                n += 1;
+            }
+        }
+        let mean = sum / n as f64;
+        assert!(mean <= 16.0, "mean {mean} B per object");
+        assert!(worst <= 17.5, "worst {worst} B per object");
+    }
+
+    #[test]
+    fn canonical_hashes_find_the_same_entries() {
+        let idx = Index::new();
+        let e = Entry {
+            slot: 2,
+            offset: 128,
+            size_class: 7,
+            flags: Entry::LARGE,
+            expiry_hours: 9,
+        };
+        for i in 0..10_000u64 {
+            let h = key_hash(&i.to_le_bytes());
+            idx.insert(h, e);
+            assert_eq!(idx.get(canonical(h)), Some(e));
+            assert_eq!(canonical(canonical(h)), canonical(h));
+        }
+        // Tags 0 and 1 mean empty and deleted: hashes with those tags are still stored.
+        for h in [0u64, 1 << 16, 5 << 56] {
+            idx.insert(h, e);
+            assert_eq!(idx.get(h), Some(e));
+            assert!(idx.remove(h).is_some());
+            assert_eq!(idx.get(h), None);
+        }
     }
 }

@@ -197,19 +197,66 @@ pub(crate) fn load_checkpoint(inner: &Inner, plan: &mut Plan) {
     }
 }
 
-/// Replays the tail into the index, then marks the store ready.
 /// Changes applied to the index at once during bulk loads.
 const BATCH: usize = 1 << 20;
 
+/// What scanning one tail segment found.
+struct Scanned {
+    /// Index changes in record order.
+    changes: Vec<(u64, u64)>,
+    records: u64,
+    bad: u64,
+    /// Bytes scanned.
+    bytes: u64,
+}
+
+fn scan_segment(inner: &Inner, slot: u32, start: u64) -> Scanned {
+    let mut out = Scanned {
+        changes: Vec::new(),
+        records: 0,
+        bad: 0,
+        bytes: 0,
+    };
+    let Some(s) = inner.slot(slot) else {
+        return out;
+    };
+    let end = s.flushed.load(Ordering::Acquire);
+    out.bytes = end.saturating_sub(start);
+    let mut scanner = segment::Scanner::new(&s.file, start, end);
+    while let Some(item) = scanner.next_fast() {
+        match item {
+            FastItem::Record {
+                offset,
+                header,
+                first_ref,
+            } => {
+                out.records += 1;
+                if let Some(op) = change(inner, slot, offset, &header, first_ref) {
+                    out.changes.push(op);
+                }
+            }
+            FastItem::Bad { .. } => out.bad += 1,
+        }
+    }
+    out
+}
+
+/// Replays the tail into the index, then marks the store ready. Segments are scanned (read
+/// and checksummed) on every core at once; their changes are applied in log order, so a
+/// later record of a key always wins over an earlier one.
 pub(crate) fn replay_tail(inner: &Inner, plan: &Plan) {
     let t0 = Instant::now();
-    let mut records = 0u64;
-    let mut batch = Vec::with_capacity(BATCH);
-    // Room for the tail's records, estimated generously at one per 256 bytes but at most
-    // 4 million (64 MB; the index grows past that if needed), so that the replay does not
-    // rehash as it goes; what is not used is given back after.
-    let tail_bytes: u64 = plan
+    let tail: Vec<(u32, u64, u64)> = plan
         .tail
+        .iter()
+        .copied()
+        .filter(|&(slot, gen, _)| {
+            inner
+                .slot(slot)
+                .is_some_and(|s| s.gen.load(Ordering::Acquire) == gen)
+        })
+        .collect();
+    let tail_bytes: u64 = tail
         .iter()
         .filter_map(|&(slot, _, start)| {
             inner
@@ -217,46 +264,67 @@ pub(crate) fn replay_tail(inner: &Inner, plan: &Plan) {
                 .map(|s| s.flushed.load(Ordering::Acquire).saturating_sub(start))
         })
         .sum();
-    inner
-        .index
-        .reserve(((tail_bytes / 256) as usize).min(4 << 20));
-    for &(slot, gen, start) in &plan.tail {
-        let Some(s) = inner.slot(slot) else { continue };
-        if s.gen.load(Ordering::Acquire) != gen {
-            continue;
-        }
-        let end = s.flushed.load(Ordering::Acquire);
-        let mut bad = 0u64;
-        let mut scanner = segment::Scanner::new(&s.file, start, end);
-        while let Some(item) = scanner.next_fast() {
-            match item {
-                FastItem::Record {
-                    offset,
-                    header,
-                    first_ref,
-                } => {
-                    records += 1;
-                    if let Some(op) = change(inner, slot, offset, &header, first_ref) {
-                        batch.push(op);
-                        if batch.len() == BATCH {
-                            inner.index.apply_batch(&mut batch, false);
-                        }
-                    }
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(tail.len())
+        .max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Scanned)>(2 * workers);
+    let mut records = 0u64;
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let (next, tail) = (&next, &tail);
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&(slot, _, start)) = tail.get(i) else {
+                    break;
+                };
+                if tx.send((i, scan_segment(inner, slot, start))).is_err() {
+                    break;
                 }
-                FastItem::Bad { .. } => bad += 1,
+            });
+        }
+        drop(tx);
+        let mut waiting = std::collections::BTreeMap::new();
+        let mut batch: Vec<(u64, u64)> = Vec::with_capacity(BATCH);
+        let mut reserved = false;
+        let mut applied = 0;
+        for (i, scanned) in rx {
+            waiting.insert(i, scanned);
+            while let Some(sc) = waiting.remove(&applied) {
+                let (slot, gen, _) = tail[applied];
+                applied += 1;
+                records += sc.records;
+                if !reserved && sc.bytes > 0 {
+                    // Room for the whole tail at the first segment's density, so that the
+                    // replay does not rehash as it goes.
+                    reserved = true;
+                    let per_byte = sc.changes.len() as f64 / sc.bytes as f64;
+                    inner
+                        .index
+                        .reserve((per_byte * tail_bytes as f64 * 1.05) as usize);
+                }
+                if sc.bad > 0 {
+                    inner
+                        .counters
+                        .bad_records
+                        .fetch_add(sc.bad, Ordering::Relaxed);
+                    tracing::warn!(
+                        slot,
+                        gen,
+                        bad = sc.bad,
+                        "skipped damaged or torn records while replaying"
+                    );
+                }
+                batch.extend_from_slice(&sc.changes);
+                if batch.len() >= BATCH {
+                    inner.index.apply_batch(&mut batch, false);
+                }
             }
         }
-        if bad > 0 {
-            inner.counters.bad_records.fetch_add(bad, Ordering::Relaxed);
-            tracing::warn!(
-                slot,
-                gen,
-                bad,
-                "skipped damaged or torn records while replaying"
-            );
-        }
-    }
-    inner.index.apply_batch(&mut batch, false);
+        inner.index.apply_batch(&mut batch, false);
+    });
     inner.index.shrink_to_fit();
     inner
         .counters

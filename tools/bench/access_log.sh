@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Requests/s and server CPU µs/request of one strata node with the access log off against
+# one with it on (cloudfront format), on 1 KiB hits, through ../shared/bench/run.sh: both
+# nodes pinned to the server CPU, wrk on the other, targets interleaved in every rep.
+#
+#   cargo build --release
+#   (cd ../shared/bench && ./ctl.sh start origin)
+#   flock /tmp/strata-bench.lock tools/bench/access_log.sh [REPS] [FORMAT]
+#
+# Starts and stops its own two nodes (ports 19210, 19211); results in
+# /tmp/cdnbench/results/<timestamp>/ (table.txt, raw.tsv).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BENCH=${BENCH:-/work/shared/bench}
+REPS=${1:-7}
+FORMAT=${2:-cloudfront}
+BIN=${STRATA_BIN:-$ROOT/target/release/strata}
+WORK=$(mktemp -d /tmp/strata-alog.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+node() { # name port extra
+  mkdir -p "$WORK/$1"
+  cat > "$WORK/$1/strata.toml" <<TOML
+[node]
+id = "$1"
+listen = "127.0.0.1:$2"
+admin_listen = "127.0.0.1:$(( $2 + 100 ))"
+
+[store]
+path = "$WORK/$1/store"
+size = "128MiB"
+memory = "64MiB"
+
+[[origins]]
+id = "origin"
+url = "http://127.0.0.1:19080"
+
+[default_behavior]
+origin = "origin"
+cache_policy = "UseOriginCacheControlHeaders"
+$3
+TOML
+  taskset -c "${SERVER_CPU:-0}" "$BIN" serve --config "$WORK/$1/strata.toml" \
+    > "$WORK/$1/stdout.log" 2>&1 &
+  PIDS+=($!)
+}
+
+node log-off 19210 ""
+node log-on 19211 "
+[access_log]
+path = \"$WORK/log-on/access.log\"
+format = \"$FORMAT\""
+for port in 19210 19211; do
+  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$((port + 100))/readyz" && break; sleep 0.1; done
+done
+"$BENCH/run.sh" --tests hit --sizes 1k --reps "$REPS" --ref log-off \
+  log-off=http://127.0.0.1:19210 log-on=http://127.0.0.1:19211
+echo "access log lines written: $(grep -vc '^#' "$WORK/log-on/access.log" || true)"
+curl -s "http://127.0.0.1:19311/metrics" | grep -i 'access_log_dropped' || true
