@@ -832,3 +832,31 @@ fn a_hit_large_object_is_reappended_whole() {
     let s = open(dir.path(), 8 * MIB, small());
     assert_eq!(read_all(&s.get(key).unwrap().body).unwrap(), big);
 }
+
+/// The store's own thread and the server both checkpoint: checkpoints taken at the same
+/// time all succeed (they used to rename each other's temporary file away).
+#[test]
+fn concurrent_checkpoints_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), 16 * MIB, small());
+    for i in 0..200 {
+        let k = format!("k{i}");
+        put(&s, &k, &body_for(&k, 4 * KIB)).unwrap();
+    }
+    std::thread::scope(|sc| {
+        for _ in 0..4 {
+            sc.spawn(|| {
+                for _ in 0..50 {
+                    s.checkpoint().expect("a checkpoint");
+                }
+            });
+        }
+    });
+    s.close();
+    drop(s);
+    let s = open(dir.path(), 16 * MIB, small());
+    for i in 0..200 {
+        let k = format!("k{i}");
+        get_checked(&s, &k, 4 * KIB).expect("stored");
+    }
+}

@@ -137,6 +137,8 @@ pub(crate) struct Inner {
     stop: Mutex<bool>,
     stop_cv: Condvar,
     checkpoint_interval: Duration,
+    /// Held while a checkpoint is written (taken before `log`).
+    checkpointing: Mutex<()>,
     pub(crate) counters: Counters,
     /// Released by `close`, so the directory can be opened again (a restart in-process).
     lock: Mutex<Option<StoreLock>>,
@@ -232,6 +234,7 @@ impl DiskStore {
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
             checkpoint_interval: cfg.checkpoint_interval.0.max(Duration::from_millis(100)),
+            checkpointing: Mutex::new(()),
             counters: Counters::default(),
             opts,
             lock: Mutex::new(Some(lock)),
@@ -1168,6 +1171,9 @@ impl Inner {
         if !self.ready_flag.load(Ordering::Acquire) {
             return Ok(());
         }
+        // One checkpoint at a time: the store's thread and the server both take them, and
+        // two writers of `index.ckpt.tmp` would rename each other's file away.
+        let _one = self.checkpointing.lock();
         let (header, entries) = {
             let mut log = self.log.lock();
             self.flush_log(&mut log);
