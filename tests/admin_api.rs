@@ -512,9 +512,18 @@ async fn invalidations_and_purges_reach_peers_found_by_dns() {
     let record = admin_get(admin, &format!("/invalidations/{id}"))
         .await
         .json();
-    assert_eq!(
-        record["peers"],
-        serde_json::json!([{"peer": format!("127.0.0.1:{pb}"), "result": "ok"}]),
+    // The relay went to what DNS answered: node B (`localhost` may also resolve to ::1,
+    // where nothing listens, which the record reports as an error), never to the stale
+    // static entry.
+    let peers = record["peers"].as_array().unwrap();
+    assert!(
+        peers.contains(&serde_json::json!({"peer": format!("127.0.0.1:{pb}"), "result": "ok"})),
+        "{record}"
+    );
+    assert!(
+        peers
+            .iter()
+            .all(|p| p["peer"].as_str().unwrap().ends_with(&format!(":{pb}"))),
         "{record}"
     );
     assert!(!is_hit(&get(b.addr(), "/dns/x", &[]).await));
@@ -522,9 +531,17 @@ async fn invalidations_and_purges_reach_peers_found_by_dns() {
 
     let r = admin_post(a.admin_addr(), "/purge", r#"{"surrogate_keys": ["d"]}"#).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(
-        r.json()["peers"],
-        serde_json::json!([{"peer": format!("127.0.0.1:{pb}"), "result": "ok"}]),
+    let purge = r.json();
+    let peers = purge["peers"].as_array().unwrap();
+    assert!(
+        peers.contains(&serde_json::json!({"peer": format!("127.0.0.1:{pb}"), "result": "ok"})),
+        "{}",
+        r.body
+    );
+    assert!(
+        peers
+            .iter()
+            .all(|p| p["peer"].as_str().unwrap().ends_with(&format!(":{pb}"))),
         "{}",
         r.body
     );
