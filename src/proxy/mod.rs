@@ -811,6 +811,13 @@ impl Proxy {
     /// of its tags came while it was being fetched (sent at `request_time`), applies it.
     /// (An invalidation needs nothing here: its rule hides the object by `request_time`.)
     fn commit(&self, writer: Option<Box<dyn ObjectWriter>>, meta: &ObjectMeta, request_time: u64) {
+        // A fill sent before an invalidation of its path is not stored: it would be hidden
+        // anyway, and finishing it could replace what a fill sent after the invalidation
+        // already stored (two fills of one key run at once only across an invalidation).
+        if self.invalidations.hides(meta) {
+            drop(writer);
+            return;
+        }
         if writer.is_some() && finish_store(writer, &meta.key) {
             self.surrogate_keys
                 .after_commit(self.store.as_ref(), meta, request_time);
