@@ -205,10 +205,7 @@ impl Table {
     /// Bucket `b`'s bytes.
     #[inline]
     fn bucket(&self, b: usize) -> &[u8; BUCKET_BYTES] {
-        let at = b * BUCKET_BYTES;
-        self.data[at..at + BUCKET_BYTES]
-            .try_into()
-            .expect("a bucket is BUCKET_BYTES long")
+        &self.data.as_chunks::<BUCKET_BYTES>().0[b]
     }
 
     /// The tag at position `j` of a bucket (one unaligned load: the 5-byte tags are followed
@@ -519,13 +516,11 @@ impl Index {
     pub fn retain(&self, mut keep: impl FnMut(u64, Entry) -> bool) {
         for (n, s) in self.shards.iter().enumerate() {
             let mut t = s.lock();
-            let drop: Vec<usize> = t
-                .live()
-                .filter(|&(_, k, v)| !keep((n as u64) << 56 | k << 16, Entry::unpack(v)))
-                .map(|(i, _, _)| i)
-                .collect();
-            for i in drop {
-                t.remove_at(i);
+            for i in 0..t.capacity() {
+                let k = t.tag_at(i);
+                if k > TOMB && !keep((n as u64) << 56 | k << 16, Entry::unpack(t.value_at(i))) {
+                    t.remove_at(i);
+                }
             }
         }
     }
