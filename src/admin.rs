@@ -229,6 +229,8 @@ async fn invalidate(admin: &Arc<Admin>, body: Bytes, relayed: bool) -> Response<
     let proxy = &admin.proxy;
     let record = proxy.invalidations.invalidate(&patterns, req.id);
     proxy.metrics.invalidations.inc();
+    // Answer only once the clock is past the rule's stamp (see `time::wait_past`).
+    crate::time::wait_past_async(record.create_time).await;
     let inv = proxy.invalidations.clone();
     match tokio::task::spawn_blocking(move || inv.persist()).await {
         Ok(Ok(())) => {}

@@ -14,9 +14,17 @@ pub fn now_ms() -> u64 {
 /// Invalidation and purge rules made at `t` catch what started at or before `t`; waiting
 /// before answering means that whatever starts after the answer has a later time, so a
 /// request sent right after an invalidation is never caught by it.
+/// Blocks: for blocking-pool work (a purge); async code uses [`wait_past_async`].
 pub fn wait_past(t: u64) {
     while now_ms() <= t {
         std::thread::sleep(std::time::Duration::from_micros(100));
+    }
+}
+
+/// [`wait_past`] without blocking a runtime thread.
+pub async fn wait_past_async(t: u64) {
+    while now_ms() <= t {
+        tokio::time::sleep(std::time::Duration::from_micros(200)).await;
     }
 }
 
