@@ -46,39 +46,21 @@ origin = "origin"
             )
         })
         .collect();
-    let members = addrs
-        .iter()
-        .map(|(l, _)| format!("\"{l}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let members: Vec<String> = addrs.iter().map(|(l, _)| l.to_string()).collect();
+    let members: Vec<&str> = members.iter().map(String::as_str).collect();
     let mut peers = Vec::new();
     for (i, (listen, admin)) in addrs.iter().enumerate() {
         let id = format!("peer-{}", i + 2);
-        let toml = format!(
-            r#"
-[node]
-id = "{id}"
-listen = "{listen}"
-admin_listen = "{admin}"
-
-[store]
-path = "{store}"
-size = "64MiB"
-memory = "32MiB"
-
-[cluster]
-peers = [{members}]
-peer_timeout = "1s"
-
-[[origins]]
-id = "shield"
-url = "http://{shield}"
-
-[default_behavior]
-origin = "shield"
-"#,
-            store = dir.path().join(&id).display(),
-            shield = shield.addr(),
+        let store = dir.path().join(&id);
+        let toml = peer_toml(
+            &id,
+            *listen,
+            *admin,
+            &store,
+            "64MiB",
+            "32MiB",
+            &members,
+            shield.addr(),
         );
         peers.push(NodeProcess::start(&id, *listen, *admin, dir.path(), &toml).await);
     }

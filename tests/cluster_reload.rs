@@ -20,35 +20,9 @@ fn toml(
     members: &[&String],
     origin: SocketAddr,
 ) -> String {
-    let list = members
-        .iter()
-        .map(|m| format!("\"{m}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        r#"
-[node]
-id = "{id}"
-listen = "{listen}"
-admin_listen = "{admin}"
-
-[store]
-path = "{store}"
-size = "64MiB"
-memory = "32MiB"
-
-[cluster]
-peers = [{list}]
-peer_timeout = "1s"
-
-[[origins]]
-id = "origin"
-url = "http://{origin}"
-
-[default_behavior]
-origin = "origin"
-"#
-    )
+    let members: Vec<&str> = members.iter().map(|m| m.as_str()).collect();
+    let store = std::path::Path::new(store);
+    peer_toml(id, listen, admin, store, "64MiB", "32MiB", &members, origin)
 }
 
 async fn metrics_text(admin: SocketAddr) -> String {

@@ -39,40 +39,21 @@ async fn tier(size: usize) -> Tier {
         })
         .collect();
     let members: Vec<String> = addrs.iter().map(|(l, _)| l.to_string()).collect();
-    let list = members
-        .iter()
-        .map(|m| format!("\"{m}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let member_names: Vec<&str> = members.iter().map(String::as_str).collect();
     let mut peers = Vec::new();
     let mut first_toml = String::new();
     for (i, (listen, admin)) in addrs.iter().enumerate() {
         let id = format!("peer-{}", i + 2);
-        let toml = format!(
-            r#"
-[node]
-id = "{id}"
-listen = "{listen}"
-admin_listen = "{admin}"
-
-[store]
-path = "{store}"
-size = "256MiB"
-memory = "64MiB"
-
-[cluster]
-peers = [{list}]
-peer_timeout = "1s"
-
-[[origins]]
-id = "origin"
-url = "http://{origin}"
-
-[default_behavior]
-origin = "origin"
-"#,
-            store = dir.path().join(&id).display(),
-            origin = origin.addr,
+        let store = dir.path().join(&id);
+        let toml = peer_toml(
+            &id,
+            *listen,
+            *admin,
+            &store,
+            "256MiB",
+            "64MiB",
+            &member_names,
+            origin.addr,
         );
         if i == 0 {
             first_toml = toml.clone();

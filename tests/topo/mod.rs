@@ -590,3 +590,49 @@ pub fn owner_index(config: &Resolved, members: &[String], host: &str, path: &str
         strata::cluster::owner_of(members.iter().map(String::as_str), &key).expect("an owner");
     members.iter().position(|m| m == owner).expect("a member")
 }
+
+/// The config of one peer of a tier: `[cluster] peers` = `members` with a 1 s
+/// `peer_timeout`, its store under `store` of `size` (`memory` of it in RAM), and one
+/// origin `upstream` behind the default behaviour.
+#[allow(clippy::too_many_arguments)]
+pub fn peer_toml(
+    id: &str,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    store: &std::path::Path,
+    size: &str,
+    memory: &str,
+    members: &[&str],
+    upstream: SocketAddr,
+) -> String {
+    let list = members
+        .iter()
+        .map(|m| format!("\"{m}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"
+[node]
+id = "{id}"
+listen = "{listen}"
+admin_listen = "{admin}"
+
+[store]
+path = "{store}"
+size = "{size}"
+memory = "{memory}"
+
+[cluster]
+peers = [{list}]
+peer_timeout = "1s"
+
+[[origins]]
+id = "upstream"
+url = "http://{upstream}"
+
+[default_behavior]
+origin = "upstream"
+"#,
+        store = store.display(),
+    )
+}
