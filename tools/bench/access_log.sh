@@ -26,28 +26,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
+source "$ROOT/tools/bench/node_config.sh"
+
 node() { # name port extra
   mkdir -p "$WORK/$1"
-  cat > "$WORK/$1/strata.toml" <<TOML
-[node]
-id = "$1"
-listen = "127.0.0.1:$2"
-admin_listen = "127.0.0.1:$(( $2 + 100 ))"
-
-[store]
-path = "$WORK/$1/store"
-size = "128MiB"
-memory = "64MiB"
-
-[[origins]]
-id = "origin"
-url = "http://127.0.0.1:19080"
-
-[default_behavior]
-origin = "origin"
-cache_policy = "UseOriginCacheControlHeaders"
-$3
-TOML
+  node_config "$WORK/$1" "$1" "$2" "$3"
   taskset -c "${SERVER_CPU:-0}" "$BIN" serve --config "$WORK/$1/strata.toml" \
     > "$WORK/$1/stdout.log" 2>&1 &
   PIDS+=($!)

@@ -23,29 +23,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+source "$ROOT/tools/bench/node_config.sh"
+
 run() { # name extra-toml
   local d=$WORK/$1 port=19220
   rm -rf "$d"; mkdir -p "$d"
-  cat > "$d/strata.toml" <<TOML
-[node]
-id = "$1"
-listen = "127.0.0.1:$port"
-admin_listen = "127.0.0.1:$((port + 100))"
-
-[store]
-path = "$d/store"
-size = "128MiB"
-memory = "64MiB"
-
-[[origins]]
-id = "origin"
-url = "http://127.0.0.1:19080"
-
-[default_behavior]
-origin = "origin"
-cache_policy = "UseOriginCacheControlHeaders"
-$2
-TOML
+  node_config "$d" "$1" "$port" "$2"
   taskset -c "${SERVER_CPU:-0}" valgrind --tool=callgrind --callgrind-out-file="$d/cg.%p" \
     "$BIN" serve --config "$d/strata.toml" > "$d/stdout.log" 2>&1 &
   PID=$!
