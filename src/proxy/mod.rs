@@ -152,10 +152,10 @@ impl Proxy {
             // strip them); another strata tier or peer gets them to index its copy.
             resp.headers_mut().remove(crate::surrogate::HEADER);
         }
-        let elapsed = start.elapsed().as_secs_f64();
-        self.metrics.request(outcome, elapsed);
+        let elapsed = start.elapsed();
+        self.metrics.request(outcome, elapsed.as_secs_f64());
         match entry {
-            Some(entry) => access_log::logged(self, resp, entry, outcome, start),
+            Some(entry) => access_log::logged(self, resp, entry, outcome, start, elapsed),
             None => resp,
         }
     }
