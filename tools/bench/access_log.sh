@@ -7,6 +7,9 @@
 #   (cd ../shared/bench && ./ctl.sh start origin)
 #   flock /tmp/strata-bench.lock tools/bench/access_log.sh [REPS] [FORMAT]
 #
+# TESTS (default hit) and SIZES (default 1k) pass through to run.sh: SIZES=16k for larger
+# hits, TESTS=zipf for the mixed Zipf stream (hits and misses, ZIPF_WARM seconds of warm-up,
+# default 30) — 1 KiB hits are the worst case, the most lines per CPU second.
 # Starts and stops its own two nodes (ports 19210, 19211); results in
 # /tmp/cdnbench/results/<timestamp>/ (table.txt, raw.tsv). With PERF=1, afterwards records
 # a perf profile (cpu-clock, call graphs) of the log-on node under the same wrk load and
@@ -44,7 +47,8 @@ format = \"$FORMAT\""
 for port in 19210 19211; do
   for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$((port + 100))/readyz" && break; sleep 0.1; done
 done
-"$BENCH/run.sh" --tests hit --sizes 1k --reps "$REPS" --ref log-off \
+"$BENCH/run.sh" --tests "${TESTS:-hit}" --sizes "${SIZES:-1k}" --zipf-warm "${ZIPF_WARM:-30}" \
+  --reps "$REPS" --ref log-off \
   log-off=http://127.0.0.1:19210 log-on=http://127.0.0.1:19211
 if [[ ${PERF:-0} == 1 ]]; then
   pid=${PIDS[1]}
