@@ -141,10 +141,10 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let start = Instant::now();
         let (parts, body) = req.into_parts();
-        let entry = self
+        let mut entry = self
             .access_log
             .enabled()
-            .then(|| Entry::request(now_ms(), viewer.addr, viewer.tls, &parts));
+            .then(|| Entry::request(start, viewer.addr, viewer.tls, &parts));
         let strata_hop = hop::from_strata_hop(&parts.headers);
         let (mut resp, outcome) = self.dispatch(parts, body, viewer).await;
         if !strata_hop {
@@ -154,10 +154,10 @@ impl Proxy {
         }
         let elapsed = start.elapsed();
         self.metrics.request(outcome, elapsed.as_secs_f64());
-        match entry {
-            Some(entry) => access_log::logged(self, resp, entry, outcome, start, elapsed),
-            None => resp,
+        if entry.is_some() {
+            access_log::logged(self, &mut resp, &mut entry, outcome, start, elapsed);
         }
+        resp
     }
 
     async fn dispatch(
