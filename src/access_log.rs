@@ -6,10 +6,10 @@
 //! formats the line straight into a byte buffer owned by the current worker thread: no heap
 //! allocation per request, no lock that another request contends for, no wake-up, no
 //! syscall. A dedicated writer thread swaps every thread's buffer for an empty one each
-//! [`TICK`] (backing off to [`IDLE_TICK`] while no line comes) and writes what it took. A thread's buffer holds at most [`BUFFER_CAP`] bytes:
-//! beyond that, lines are dropped and counted (`strata_access_log_dropped_total`) — a slow
-//! disk must never slow viewers. SIGUSR1 ([`AccessLog::reopen`]) makes the writer reopen
-//! the file, for rotation by rename.
+//! [`TICK`] (backing off to [`IDLE_TICK`] while no line comes) and writes what it took. A
+//! thread's buffer holds at most [`BUFFER_CAP`] bytes: beyond that, lines are dropped and
+//! counted (`strata_access_log_dropped_total`) — a slow disk must never slow viewers.
+//! SIGUSR1 ([`AccessLog::reopen`]) makes the writer reopen the file, for rotation by rename.
 
 use crate::config::{AccessLogConfig, AccessLogFormat};
 use crate::proxy::body::ProxyBody;
@@ -546,31 +546,34 @@ pub fn logged(
 ) {
     // By reference: moving the response and the entry in and out showed as copies.
     let Some(e) = entry.as_mut() else { return };
-    let status = resp.status().as_u16();
-    match resp.body() {
-        ProxyBody::Empty => {
-            e.response(status, resp.headers(), outcome, elapsed, None);
-            write_entry(proxy, e);
-        }
-        ProxyBody::Full(b) => {
-            let n = b.as_ref().map_or(0, |b| b.len() as u64);
-            e.response(status, resp.headers(), outcome, elapsed, Some(n));
-            e.body_bytes = n;
-            write_entry(proxy, e);
-        }
-        _ => {
-            e.response(status, resp.headers(), outcome, elapsed, None);
-            let streamed = std::mem::replace(resp.body_mut(), ProxyBody::Empty);
-            let exact = streamed.size_hint().exact();
-            let counted = Counted {
-                inner: streamed,
-                entry: entry.take(),
-                start,
-                proxy: proxy.clone(),
-            };
-            *resp.body_mut() = ProxyBody::Stream(Box::pin(counted), exact);
-        }
+    // A body in memory: its length is what Content-Length says and what is sent.
+    let in_memory = match resp.body() {
+        ProxyBody::Empty => Some(None),
+        ProxyBody::Full(b) => Some(Some(b.as_ref().map_or(0, |b| b.len() as u64))),
+        _ => None,
+    };
+    let length = in_memory.flatten();
+    e.response(
+        resp.status().as_u16(),
+        resp.headers(),
+        outcome,
+        elapsed,
+        length,
+    );
+    if in_memory.is_some() {
+        e.body_bytes = length.unwrap_or(0);
+        write_entry(proxy, e);
+        return;
     }
+    let streamed = std::mem::replace(resp.body_mut(), ProxyBody::Empty);
+    let exact = streamed.size_hint().exact();
+    let counted = Counted {
+        inner: streamed,
+        entry: entry.take(),
+        start,
+        proxy: proxy.clone(),
+    };
+    *resp.body_mut() = ProxyBody::Stream(Box::pin(counted), exact);
 }
 
 /// Writes an entry's line, naming the behaviour its path routes to.
