@@ -1,15 +1,18 @@
 //! The access log: one line per viewer request, in CloudFront's standard log fields
 //! (tab-separated, with `#Version` / `#Fields` headers) or as JSON lines.
 //!
-//! The request path keeps an [`Entry`] beside the request — its URI and a few header values,
-//! shared (reference-counted) with the request, not copied — and when the response ends it
-//! formats the line straight into a byte buffer owned by the current worker thread: no heap
-//! allocation per request, no lock that another request contends for, no wake-up, no
-//! syscall. A dedicated writer thread swaps every thread's buffer for an empty one each
-//! [`TICK`] (backing off to [`IDLE_TICK`] while no line comes) and writes what it took. A
-//! thread's buffer holds at most [`BUFFER_CAP`] bytes: beyond that, lines are dropped and
-//! counted (`strata_access_log_dropped_total`) — a slow disk must never slow viewers.
-//! SIGUSR1 ([`AccessLog::reopen`]) makes the writer reopen the file, for rotation by rename.
+//! The request path keeps an [`Entry`] beside the request — plain data and the few text
+//! fields logged, copied — and when the response ends it formats the line into a batch
+//! owned by the current worker thread: no lock, no reference count, no atomic operation, no
+//! syscall per line (each of those showed in profiles). The thread hands its batch to the
+//! sink's writer under a lock a batch at a time (see [`Batch`]): when the batch is a
+//! [`TICK`] old, when the thread goes idle (the runtime runs [`flush_thread`] before a
+//! worker parks) and when the thread ends. A dedicated writer thread takes every thread's
+//! handed-over lines each [`TICK`] (backing off to [`IDLE_TICK`] while no line comes) and
+//! writes them. A thread's handed-over lines are at most [`BUFFER_CAP`] bytes: beyond that,
+//! batches are dropped and their lines counted (`strata_access_log_dropped_total`) — a slow
+//! disk must never slow viewers. SIGUSR1 ([`AccessLog::reopen`]) makes the writer reopen
+//! the file, for rotation by rename.
 
 use crate::config::{AccessLogConfig, AccessLogFormat};
 use crate::proxy::body::ProxyBody;
@@ -18,11 +21,12 @@ use crate::proxy::Proxy;
 use crate::time::now_ms;
 use crate::upstream::BoxError;
 use arc_swap::ArcSwapOption;
-use http::{HeaderMap, HeaderValue, Method, Response, Uri, Version};
+use http::{HeaderMap, HeaderValue, Method, Response, Version};
 use http_body::Body as _;
 use parking_lot::{Condvar, Mutex};
 use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
+use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
@@ -31,7 +35,7 @@ use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
@@ -85,22 +89,17 @@ pub const FIELDS: &[&str] = &[
     "x-strata-behavior",
 ];
 
-/// What the request path records about one request until its line is written. Every
-/// field is either plain data or a reference-counted handle on the request's own bytes
-/// (`Uri` and `HeaderValue` share hyper's buffer), so building one allocates nothing.
+/// What the request path records about one request until its line is written: plain data,
+/// and the logged text copied into the entry (see [`Texts`]).
 pub struct Entry {
-    /// Unix seconds when the request arrived.
+    /// When the request arrived, and that in Unix seconds.
+    pub start: Instant,
     pub start_secs: u64,
     pub client: SocketAddr,
     pub tls: bool,
     pub method: Method,
     pub version: Version,
-    uri: Uri,
-    host: Option<HeaderValue>,
-    referer: Option<HeaderValue>,
-    user_agent: Option<HeaderValue>,
-    forwarded_for: Option<HeaderValue>,
-    content_type: Option<HeaderValue>,
+    texts: Texts,
     pub request_bytes: u64,
     pub status: u16,
     pub outcome: Outcome,
@@ -113,9 +112,64 @@ pub struct Entry {
     pub time_taken_us: u64,
 }
 
+/// The fields of [`Texts`].
+const PATH: usize = 0;
+const QUERY: usize = 1;
+const HOST: usize = 2;
+const REFERER: usize = 3;
+const USER_AGENT: usize = 4;
+const FORWARDED_FOR: usize = 5;
+const CONTENT_TYPE: usize = 6;
+const BEHAVIOUR: usize = 7;
+
+/// An entry's text fields, copied out of the request and the response into one buffer (a
+/// browser's usually fits inline): copying a few dozen bytes costs less than sharing them
+/// with hyper's buffers, whose reference counts take an atomic read-modify-write on clone
+/// and again on drop — those showed in profiles.
+struct Texts {
+    bytes: SmallVec<[u8; 256]>,
+    /// Each field's start and end in `bytes`; [`ABSENT`] when it was not there.
+    spans: [(u32, u32); 8],
+}
+
+const ABSENT: (u32, u32) = (u32::MAX, u32::MAX);
+
+impl Texts {
+    fn new() -> Texts {
+        Texts {
+            bytes: SmallVec::new(),
+            spans: [ABSENT; 8],
+        }
+    }
+
+    /// Sets a field that is not set yet (the first value of a repeated header is logged, as
+    /// `HeaderMap::get` would give).
+    fn set(&mut self, field: usize, v: &[u8]) {
+        if self.spans[field] != ABSENT {
+            return;
+        }
+        let start = self.bytes.len();
+        let (Ok(a), Ok(b)) = (u32::try_from(start), u32::try_from(start + v.len())) else {
+            return; // beyond 4 GiB: not a request hyper parses
+        };
+        self.bytes.extend_from_slice(v);
+        self.spans[field] = (a, b);
+    }
+
+    fn get(&self, field: usize) -> Option<&[u8]> {
+        let (a, b) = self.spans[field];
+        self.bytes.get(a as usize..b as usize)
+    }
+
+    /// A field copied from a `&str`.
+    fn str(&self, field: usize) -> Option<&str> {
+        self.get(field).and_then(|b| std::str::from_utf8(b).ok())
+    }
+}
+
 impl Entry {
     /// Captures the request's side of an entry: one pass over the header section (a
-    /// lookup per header would hash each name), cloning only the values logged.
+    /// lookup per header would hash each name), copying only the values logged.
     pub fn request(
         start: Instant,
         client: SocketAddr,
@@ -123,17 +177,13 @@ impl Entry {
         parts: &http::request::Parts,
     ) -> Entry {
         let mut e = Entry {
+            start,
             start_secs: unix_secs(start),
             client,
             tls,
             method: parts.method.clone(),
             version: parts.version,
-            uri: parts.uri.clone(),
-            host: None,
-            referer: None,
-            user_agent: None,
-            forwarded_for: None,
-            content_type: None,
+            texts: Texts::new(),
             request_bytes: 0,
             status: 0,
             outcome: Outcome::Error,
@@ -142,29 +192,32 @@ impl Entry {
             ttfb_us: 0,
             time_taken_us: 0,
         };
-        let want_host = parts.uri.authority().is_none();
-        // The first value of each, as `HeaderMap::get` would give.
+        let t = &mut e.texts;
+        t.set(PATH, parts.uri.path().as_bytes());
+        if let Some(q) = parts.uri.query() {
+            t.set(QUERY, q.as_bytes());
+        }
+        // The request's host: the URI's authority (HTTP/2, absolute form), set first so that
+        // it wins, or the Host header.
+        if let Some(a) = parts.uri.authority() {
+            t.set(HOST, a.as_str().as_bytes());
+        }
         for (name, value) in &parts.headers {
-            let slot = if name == http::header::HOST {
-                if !want_host {
-                    continue;
-                }
-                &mut e.host
+            let field = if name == http::header::HOST {
+                HOST
             } else if name == http::header::REFERER {
-                &mut e.referer
+                REFERER
             } else if name == http::header::USER_AGENT {
-                &mut e.user_agent
+                USER_AGENT
             } else if name == X_FORWARDED_FOR {
-                &mut e.forwarded_for
+                FORWARDED_FOR
             } else {
                 if name == http::header::CONTENT_LENGTH && e.request_bytes == 0 {
                     e.request_bytes = decimal(value).unwrap_or(0);
                 }
                 continue;
             };
-            if slot.is_none() {
-                *slot = Some(value.clone());
-            }
+            t.set(field, value.as_bytes());
         }
         e
     }
@@ -183,28 +236,45 @@ impl Entry {
         self.outcome = outcome;
         self.ttfb_us = micros(ttfb);
         self.time_taken_us = self.ttfb_us;
-        self.content_type = headers.get(http::header::CONTENT_TYPE).cloned();
+        if let Some(ct) = headers.get(http::header::CONTENT_TYPE) {
+            self.texts.set(CONTENT_TYPE, ct.as_bytes());
+        }
         self.content_length =
             length.or_else(|| headers.get(http::header::CONTENT_LENGTH).and_then(decimal));
     }
 
-    /// The request's host: the URI's authority (HTTP/2, absolute form) or the Host header.
+    /// Names the behaviour the request was routed to (the request path knows it; without
+    /// it, the line names the behaviour the path routes to now).
+    pub fn set_behaviour(&mut self, name: &str) {
+        self.texts.set(BEHAVIOUR, name.as_bytes());
+    }
+
+    fn behaviour(&self) -> Option<&[u8]> {
+        self.texts.get(BEHAVIOUR)
+    }
+
     fn host(&self) -> Option<&[u8]> {
-        match self.uri.authority() {
-            Some(a) => Some(a.as_str().as_bytes()),
-            None => self.host.as_ref().map(HeaderValue::as_bytes),
-        }
+        self.texts.get(HOST)
     }
 
     pub fn path(&self) -> &str {
-        match self.uri.path() {
-            "" => "/",
-            p => p,
+        std::str::from_utf8(self.path_bytes()).unwrap_or("/")
+    }
+
+    /// The path, as bytes (the copy of a `&str`, so UTF-8).
+    fn path_bytes(&self) -> &[u8] {
+        match self.texts.get(PATH) {
+            None | Some(b"") => b"/",
+            Some(p) => p,
         }
     }
 
     fn query(&self) -> Option<&[u8]> {
-        self.uri.query().map(str::as_bytes)
+        self.texts.get(QUERY)
+    }
+
+    fn header(&self, field: usize) -> Option<&[u8]> {
+        self.texts.get(field)
     }
 }
 
@@ -248,16 +318,18 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// One thread's lines waiting for the writer.
+/// One thread's lines handed to the writer, waiting for its next visit.
 #[derive(Default)]
 struct Slot {
     buf: Mutex<Vec<u8>>,
 }
 
-/// The writer's side: every thread's slot, and the stop flag.
+/// The writer's side: every thread's slot, how many threads hold lines not yet handed
+/// over, and the stop flag.
 #[derive(Default)]
 struct Shared {
     slots: Mutex<Vec<Arc<Slot>>>,
+    pending: AtomicUsize,
     closing: Mutex<bool>,
     wake: Condvar,
 }
@@ -274,30 +346,114 @@ struct Sink {
 
 static SINK_IDS: AtomicU64 = AtomicU64::new(1);
 
-/// What a thread keeps to write lines: its slot in each live sink (almost always one), its
-/// request ids, the per-second date cache and the last client address as text.
+/// A thread's lines for one sink, formatted without any atomic operation and handed to the
+/// sink's writer — under the slot's lock — a batch at a time: when its first line is a
+/// [`TICK`] old, when the batch reaches [`BATCH`] bytes, when the thread goes idle
+/// ([`flush_thread`], run by the runtime before a worker parks) and when the thread ends.
+/// The writer visits every [`TICK`] too, so the slot is usually empty by then and the batch
+/// changes hands by a swap of buffers, not a copy.
+struct Batch {
+    sink: u64,
+    format: AccessLogFormat,
+    slot: Arc<Slot>,
+    shared: Arc<Shared>,
+    dropped: Counter,
+    buf: Vec<u8>,
+    lines: u64,
+    /// When the request of the batch's first line arrived.
+    since: Option<Instant>,
+}
+
+/// A batch's size that makes the thread hand it over before it is a [`TICK`] old.
+const BATCH: usize = 1 << 20;
+
+impl Batch {
+    /// Counts a line just written into `buf`, and hands the batch over when it is big or old
+    /// enough.
+    fn wrote(&mut self, start: Instant) {
+        self.lines += 1;
+        let since = match self.since {
+            Some(s) => s,
+            None => {
+                self.shared.pending.fetch_add(1, Ordering::AcqRel);
+                *self.since.insert(start)
+            }
+        };
+        if self.buf.len() >= BATCH || start.saturating_duration_since(since) >= TICK {
+            self.hand_over();
+        }
+    }
+
+    /// Gives the batch's lines to the writer, or drops (and counts) them when the writer is
+    /// [`BUFFER_CAP`] behind.
+    fn hand_over(&mut self) {
+        if self.since.is_none() {
+            return;
+        }
+        {
+            let mut out = self.slot.buf.lock();
+            if out.is_empty() {
+                std::mem::swap(&mut *out, &mut self.buf);
+            } else if out.len() + self.buf.len() > BUFFER_CAP {
+                self.dropped.inc_by(self.lines);
+            } else {
+                out.extend_from_slice(&self.buf);
+            }
+        }
+        self.buf.clear();
+        self.lines = 0;
+        self.since = None;
+        self.shared.pending.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What a thread keeps to write lines: its batch for each live sink (almost always one),
+/// its request ids, the per-second date cache and the last client address as text.
 struct Local {
-    slots: Vec<(u64, Arc<Slot>)>,
+    batches: Vec<Batch>,
     ids: RequestIds,
     day: DayTime,
     ip: IpText,
 }
 
+impl Drop for Local {
+    fn drop(&mut self) {
+        for b in &mut self.batches {
+            b.hand_over();
+        }
+    }
+}
+
 thread_local! {
     static LOCAL: RefCell<Local> = RefCell::new(Local {
-        slots: Vec::new(),
+        batches: Vec::new(),
         ids: RequestIds::new(rand::random()),
         day: DayTime::default(),
         ip: IpText::default(),
     });
 }
 
-/// How many sinks' slots a thread remembers (old sinks of earlier reloads fall off).
+/// How many sinks' batches a thread keeps (old sinks of earlier reloads fall off).
 const SLOTS_KEPT: usize = 4;
+
+/// Hands this thread's lines to the writers. The runtime runs it before a worker parks
+/// (`on_thread_park`), so an idle thread holds no lines back.
+pub fn flush_thread() {
+    let _ = LOCAL.try_with(|local| {
+        if let Ok(mut local) = local.try_borrow_mut() {
+            for b in &mut local.batches {
+                b.hand_over();
+            }
+        }
+    });
+}
 
 /// The node's access log (possibly off). Cheap to consult on every request.
 pub struct AccessLog {
     sink: ArcSwapOption<Sink>,
+    /// The live sink's id, 0 when the log is off: what the request path reads (a plain
+    /// load, where loading `sink` takes two atomic read-modify-writes).
+    current: AtomicU64,
     dropped: Counter,
     /// The node id as the x-edge-location field (escaped once, here).
     location: Vec<u8>,
@@ -309,6 +465,7 @@ impl AccessLog {
     pub fn new(node_id: &str, dropped: Counter) -> AccessLog {
         AccessLog {
             sink: ArcSwapOption::empty(),
+            current: AtomicU64::new(0),
             dropped,
             location: {
                 let mut f = Vec::new();
@@ -334,7 +491,9 @@ impl AccessLog {
             Some(c) => Some(Arc::new(start(c)?)),
             None => None,
         };
+        let id = next.as_ref().map_or(0, |s| s.id);
         let old = self.sink.swap(next);
+        self.current.store(id, Ordering::Release);
         if let Some(old) = old {
             close(&old);
         }
@@ -343,36 +502,34 @@ impl AccessLog {
 
     #[inline]
     pub fn enabled(&self) -> bool {
-        self.sink.load().is_some()
+        self.current.load(Ordering::Relaxed) != 0
     }
 
-    /// Formats the entry's line into this thread's buffer; drops (and counts) it when the
-    /// buffer is full because the writer is behind.
+    /// Formats the entry's line into this thread's batch (see [`Batch`] for when the batch
+    /// goes to the writer).
     pub fn write(&self, e: &Entry, behaviour: &str) {
-        let guard = self.sink.load();
-        let Some(sink) = guard.as_ref() else { return };
-        let written = LOCAL.with(|local| {
+        self.write_line(e, behaviour.as_bytes());
+    }
+
+    fn write_line(&self, e: &Entry, behaviour: &[u8]) {
+        let id = self.current.load(Ordering::Relaxed);
+        if id == 0 {
+            return;
+        }
+        LOCAL.with(|local| {
             let mut local = local.borrow_mut();
             let local = &mut *local;
-            let i = match local.slots.iter().position(|(id, _)| *id == sink.id) {
+            let i = match local.batches.iter().position(|b| b.sink == id) {
                 Some(i) => i,
-                None => {
-                    let s = Arc::new(Slot::default());
-                    sink.shared.slots.lock().push(s.clone());
-                    if local.slots.len() >= SLOTS_KEPT {
-                        local.slots.remove(0);
-                    }
-                    local.slots.push((sink.id, s));
-                    local.slots.len() - 1
-                }
+                None => match self.attach(&mut local.batches) {
+                    Some(i) => i,
+                    None => return,
+                },
             };
-            let mut buf = local.slots[i].1.buf.lock();
-            if buf.len() >= BUFFER_CAP {
-                return false;
-            }
             let id = local.ids.next();
             let day = local.day.at(e.start_secs);
-            match sink.format {
+            let b = &mut local.batches[i];
+            match b.format {
                 AccessLogFormat::Cloudfront => {
                     let ip = local.ip.of(e.client.ip());
                     let line = Line {
@@ -382,18 +539,45 @@ impl AccessLog {
                         ip,
                         behaviour,
                     };
-                    cloudfront_line(&mut buf, e, &line)
+                    cloudfront_line(&mut b.buf, e, &line)
                 }
                 AccessLogFormat::Json => {
-                    json_line(&mut buf, e, day, &self.node_id, &id, behaviour);
-                    buf.push(b'\n');
+                    let behaviour = std::str::from_utf8(behaviour).unwrap_or("-");
+                    json_line(&mut b.buf, e, day, &self.node_id, &id, behaviour);
+                    b.buf.push(b'\n');
                 }
             }
-            true
+            b.wrote(e.start);
         });
-        if !written {
-            self.dropped.inc();
+    }
+
+    /// A thread's first line for the live sink: registers a slot with its writer. The
+    /// thread's batches for earlier sinks (a reload replaced them) go to their writers now.
+    fn attach(&self, batches: &mut Vec<Batch>) -> Option<usize> {
+        let guard = self.sink.load();
+        let sink = guard.as_ref()?;
+        for b in batches.iter_mut() {
+            b.hand_over();
         }
+        if let Some(i) = batches.iter().position(|b| b.sink == sink.id) {
+            return Some(i);
+        }
+        if batches.len() >= SLOTS_KEPT {
+            batches.remove(0);
+        }
+        let slot = Arc::new(Slot::default());
+        sink.shared.slots.lock().push(slot.clone());
+        batches.push(Batch {
+            sink: sink.id,
+            format: sink.format,
+            slot,
+            shared: sink.shared.clone(),
+            dropped: self.dropped.clone(),
+            buf: Vec::new(),
+            lines: 0,
+            since: None,
+        });
+        Some(batches.len() - 1)
     }
 
     /// Asks the writer to reopen the file (after a rotation renamed it).
@@ -437,7 +621,17 @@ fn start(c: &AccessLogConfig) -> anyhow::Result<Sink> {
     })
 }
 
+/// How long closing a sink waits for threads to hand over the lines they hold.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
 fn close(sink: &Sink) {
+    // Idle workers handed theirs over when they parked; busy ones do at their next line
+    // (which goes to the next sink, if any) or when they go idle.
+    flush_thread();
+    let deadline = Instant::now() + CLOSE_WAIT;
+    while sink.shared.pending.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     *sink.shared.closing.lock() = true;
     sink.shared.wake.notify_all();
     if let Some(t) = sink.thread.lock().take() {
@@ -539,7 +733,7 @@ impl Writer {
 pub fn logged(
     proxy: &Arc<Proxy>,
     resp: &mut Response<ProxyBody>,
-    entry: &mut Option<Entry>,
+    entry: &mut Option<Box<Entry>>,
     outcome: Outcome,
     start: Instant,
     elapsed: Duration,
@@ -576,15 +770,19 @@ pub fn logged(
     *resp.body_mut() = ProxyBody::Stream(Box::pin(counted), exact);
 }
 
-/// Writes an entry's line, naming the behaviour its path routes to.
+/// Writes an entry's line, naming its behaviour.
 fn write_entry(proxy: &Proxy, e: &Entry) {
-    proxy.with_config(|c| proxy.access_log.write(e, c.route(e.path()).name()));
+    match e.behaviour() {
+        Some(b) => proxy.access_log.write_line(e, b),
+        // Refused before routing: the behaviour its path routes to.
+        None => proxy.with_config(|c| proxy.access_log.write(e, c.route(e.path()).name())),
+    }
 }
 
 /// A streamed body that counts what it yields and logs its entry when dropped.
 struct Counted {
     inner: ProxyBody,
-    entry: Option<Entry>,
+    entry: Option<Box<Entry>>,
     start: Instant,
     proxy: Arc<Proxy>,
 }
@@ -806,10 +1004,6 @@ fn ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
     }
 }
 
-fn header_bytes(v: &Option<HeaderValue>) -> Option<&[u8]> {
-    v.as_ref().map(HeaderValue::as_bytes)
-}
-
 /// What a CloudFront line takes besides the entry, prepared by the caller.
 struct Line<'a> {
     day: &'a DayTime,
@@ -818,7 +1012,7 @@ struct Line<'a> {
     id: &'a [u8],
     /// c-ip as text.
     ip: &'a [u8],
-    behaviour: &'a str,
+    behaviour: &'a [u8],
 }
 
 /// Room for a line's fixed part: dates, numbers (at most 20 digits each), the id, the
@@ -829,13 +1023,13 @@ fn cloudfront_line(out: &mut Vec<u8>, e: &Entry, l: &Line) {
     let host = e.host();
     let variable = [
         host,
-        Some(e.path().as_bytes()),
-        header_bytes(&e.referer),
-        header_bytes(&e.user_agent),
+        Some(e.path_bytes()),
+        e.header(REFERER),
+        e.header(USER_AGENT),
         e.query(),
-        header_bytes(&e.forwarded_for),
-        header_bytes(&e.content_type),
-        Some(l.behaviour.as_bytes()),
+        e.header(FORWARDED_FOR),
+        e.header(CONTENT_TYPE),
+        Some(l.behaviour),
     ];
     // An escaped byte takes three; the host is written twice.
     let escaped: usize = variable.iter().flatten().map(|v| 3 * v.len()).sum();
@@ -866,13 +1060,13 @@ fn cloudfront_fields(c: &mut Cursor, e: &Entry, l: &Line, host: Option<&[u8]>) {
     c.field(host);
     let host_field = host_at..c.at;
     c.byte(b'\t');
-    c.field(Some(e.path().as_bytes()));
+    c.field(Some(e.path_bytes()));
     c.byte(b'\t');
     c.num(u64::from(e.status));
     c.byte(b'\t');
-    c.field(header_bytes(&e.referer));
+    c.field(e.header(REFERER));
     c.byte(b'\t');
-    c.field(header_bytes(&e.user_agent));
+    c.field(e.header(USER_AGENT));
     c.byte(b'\t');
     c.field(e.query());
     // cs(Cookie): not logged
@@ -887,7 +1081,7 @@ fn cloudfront_fields(c: &mut Cursor, e: &Entry, l: &Line, host: Option<&[u8]>) {
     c.byte(b'\t');
     c.seconds_3(e.time_taken_us);
     c.byte(b'\t');
-    c.field(header_bytes(&e.forwarded_for));
+    c.field(e.header(FORWARDED_FOR));
     // ssl-protocol, ssl-cipher
     c.put(b"\t-\t-\t");
     c.put(result);
@@ -901,7 +1095,7 @@ fn cloudfront_fields(c: &mut Cursor, e: &Entry, l: &Line, host: Option<&[u8]>) {
     c.byte(b'\t');
     c.put(detailed_type(e).as_bytes());
     c.byte(b'\t');
-    c.field(header_bytes(&e.content_type));
+    c.field(e.header(CONTENT_TYPE));
     c.byte(b'\t');
     match e.content_length {
         Some(n) => c.num(n),
@@ -909,7 +1103,7 @@ fn cloudfront_fields(c: &mut Cursor, e: &Entry, l: &Line, host: Option<&[u8]>) {
     }
     // sc-range-start, sc-range-end
     c.put(b"\t-\t-\t");
-    c.field(Some(l.behaviour.as_bytes()));
+    c.field(Some(l.behaviour));
     c.byte(b'\n');
 }
 
@@ -1072,10 +1266,10 @@ fn json_line(out: &mut Vec<u8>, e: &Entry, day: &DayTime, node: &str, id: &[u8],
         method: e.method.as_str(),
         host: text(e.host()),
         stem: e.path(),
-        query: e.uri.query(),
+        query: e.texts.str(QUERY),
         status: e.status,
-        referer: text(header_bytes(&e.referer)),
-        user_agent: text(header_bytes(&e.user_agent)),
+        referer: text(e.header(REFERER)),
+        user_agent: text(e.header(USER_AGENT)),
         result: result_type(e),
         detailed: detailed_type(e),
         id: std::str::from_utf8(id).unwrap_or("-"),
@@ -1084,8 +1278,8 @@ fn json_line(out: &mut Vec<u8>, e: &Entry, day: &DayTime, node: &str, id: &[u8],
         cs_bytes: e.request_bytes,
         time_taken: e.time_taken_us as f64 / 1e6,
         ttfb: e.ttfb_us as f64 / 1e6,
-        forwarded_for: text(header_bytes(&e.forwarded_for)),
-        content_type: text(header_bytes(&e.content_type)),
+        forwarded_for: text(e.header(FORWARDED_FOR)),
+        content_type: text(e.header(CONTENT_TYPE)),
         content_len: e.content_length,
         behaviour,
     };
@@ -1225,12 +1419,13 @@ mod tests {
         e.time_taken_us = u64::MAX;
         let mut day = DayTime::default();
         let mut out = b"earlier lines\n".to_vec();
+        let behaviour = "\u{e9}".repeat(500);
         let line = Line {
             day: day.at(u64::MAX / 1000),
             location: b"node",
             id: &RequestIds::new(1).next(),
             ip: b"2001:db8:ffff:ffff:ffff:ffff:ffff:ffff",
-            behaviour: &"\u{e9}".repeat(500),
+            behaviour: behaviour.as_bytes(),
         };
         cloudfront_line(&mut out, &e, &line);
         let text = std::str::from_utf8(&out).unwrap();
@@ -1275,6 +1470,148 @@ mod tests {
         assert_eq!(t.of("10.0.0.1".parse().unwrap()), b"10.0.0.1");
         assert_eq!(t.of("10.0.0.1".parse().unwrap()), b"10.0.0.1");
         assert_eq!(t.of("::1".parse().unwrap()), b"::1");
+    }
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut req = http::Request::builder().uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn entries_copy_the_first_value_of_each_field() {
+        let client = "10.0.0.1:4000".parse().unwrap();
+        let p = parts(
+            "/a/b?x=1",
+            &[
+                ("host", "first.example"),
+                ("host", "second.example"),
+                ("user-agent", "ua/1"),
+                ("user-agent", "ua/2"),
+            ],
+        );
+        let mut e = Entry::request(Instant::now(), client, false, &p);
+        assert_eq!(e.host(), Some(&b"first.example"[..]));
+        assert_eq!(e.header(USER_AGENT), Some(&b"ua/1"[..]));
+        assert_eq!(e.path(), "/a/b");
+        assert_eq!(e.query(), Some(&b"x=1"[..]));
+        assert_eq!(e.header(REFERER), None, "absent, not empty");
+        assert_eq!(e.behaviour(), None);
+        e.set_behaviour("/a/*");
+        e.set_behaviour("later");
+        assert_eq!(e.behaviour(), Some(&b"/a/*"[..]));
+        // An absolute-form target's authority is the host, whatever Host says.
+        let p = parts("http://authority.example/x", &[("host", "header.example")]);
+        let e = Entry::request(Instant::now(), client, false, &p);
+        assert_eq!(e.host(), Some(&b"authority.example"[..]));
+        // A long browser request spills from the inline room and keeps every field.
+        let ua = "u".repeat(600);
+        let p = parts(
+            "/p?q",
+            &[("user-agent", &ua), ("referer", "https://r.example/")],
+        );
+        let e = Entry::request(Instant::now(), client, false, &p);
+        assert_eq!(e.header(USER_AGENT), Some(ua.as_bytes()));
+        assert_eq!(e.header(REFERER), Some(&b"https://r.example/"[..]));
+        assert_eq!(e.path(), "/p");
+    }
+
+    fn lines_in(path: &Path) -> usize {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .count()
+    }
+
+    fn until(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// A thread's batch reaches the file when the thread ends, when it goes idle (the park
+    /// hook), when its first line is a tick old, and when the log is closed while another
+    /// thread still holds lines.
+    #[test]
+    fn batches_reach_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let log = Arc::new(AccessLog::new("node", Counter::default()));
+        let config = AccessLogConfig {
+            path: path.clone(),
+            format: AccessLogFormat::Cloudfront,
+        };
+        log.configure(Some(&config)).unwrap();
+        let client = "10.0.0.1:4000".parse().unwrap();
+        let p = Arc::new(parts("/x", &[("host", "h")]));
+        let line = {
+            let (log, p) = (log.clone(), p.clone());
+            move |start: Instant| {
+                let mut e = Entry::request(start, client, false, &p);
+                e.response(
+                    200,
+                    &HeaderMap::new(),
+                    Outcome::Hit,
+                    Duration::ZERO,
+                    Some(0),
+                );
+                log.write(&e, "default");
+            }
+        };
+
+        // A thread that ends.
+        let l = line.clone();
+        std::thread::spawn(move || (0..3).for_each(|_| l(Instant::now())))
+            .join()
+            .unwrap();
+        until("a finished thread's 3 lines", || lines_in(&path) == 3);
+
+        // A thread that goes idle and stays: what the runtime's park hook runs.
+        let (idle_tx, idle_rx) = std::sync::mpsc::channel::<()>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let l = line.clone();
+        let idle = std::thread::spawn(move || {
+            l(Instant::now());
+            l(Instant::now());
+            flush_thread();
+            done_tx.send(()).unwrap();
+            let _ = idle_rx.recv();
+        });
+        done_rx.recv().unwrap();
+        until("an idle thread's 2 lines", || lines_in(&path) == 5);
+
+        // A busy thread that never idles: a line a tick after the batch's first hands the
+        // batch over.
+        let first = Instant::now();
+        line(first);
+        line(first);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(lines_in(&path), 5, "a young batch is held");
+        line(first + TICK);
+        until("a batch a tick old", || lines_in(&path) == 8);
+
+        // Closing waits for a thread that holds lines to hand them over.
+        let l = line.clone();
+        let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            l(Instant::now());
+            held_tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            flush_thread();
+        });
+        held_rx.recv().unwrap();
+        line(Instant::now()); // this thread's own batch is handed over by close itself
+        log.close();
+        assert_eq!(lines_in(&path), 10, "close waited for the holder");
+        holder.join().unwrap();
+        drop(idle_tx);
+        idle.join().unwrap();
+        assert_eq!(lines_in(&path), 10);
     }
 
     #[test]

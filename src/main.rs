@@ -118,6 +118,8 @@ fn init_tracing() {
 fn run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // A worker going idle hands the access-log lines it holds to the writer.
+        .on_thread_park(strata::access_log::flush_thread)
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(fut)

@@ -245,6 +245,17 @@ async fn the_access_log_has_a_line_per_request_and_survives_rotation() {
         log.display()
     );
     let path = write_config(dir.path(), &origin.url(), vp, ap, &extra);
+    // An ordered behaviour, so that the lines name more than the default.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let behaviour = "[[behaviors]]\npath = \"/logged/4*\"\norigin = \"origin\"\n\n";
+    std::fs::write(
+        &path,
+        text.replace(
+            "[default_behavior]",
+            &format!("{behaviour}[default_behavior]"),
+        ),
+    )
+    .unwrap();
     let node = Proc::start(&path, vp, ap).await;
 
     for i in 0..10 {
@@ -255,10 +266,19 @@ async fn the_access_log_has_a_line_per_request_and_survives_rotation() {
         )
         .await;
     }
+    // Refused before it is routed (a loop through this node): its line still names the
+    // behaviour its path routes to.
+    let looped = get(
+        node.viewer,
+        "/logged/4?v=1",
+        &[("via", "1.1 ops-node (strata)")],
+    )
+    .await;
+    assert_eq!(looped.status, 508);
     let log2 = log.clone();
-    eventually("ten lines", || {
+    eventually("eleven lines", || {
         let log = log2.clone();
-        async move { log_lines(&log).len() == 10 }
+        async move { log_lines(&log).len() == 11 }
     })
     .await;
     let text = std::fs::read_to_string(&log).unwrap();
@@ -278,6 +298,17 @@ async fn the_access_log_has_a_line_per_request_and_survives_rotation() {
         assert_eq!(f("cs-method"), "GET");
         assert!(f("cs-uri-stem").starts_with("/logged/"));
         assert_eq!(f("cs-uri-query"), "v=1");
+        let behaviour = if f("cs-uri-stem") == "/logged/4" {
+            "/logged/4*"
+        } else {
+            "default"
+        };
+        assert_eq!(f("x-strata-behavior"), behaviour, "line {i}");
+        if f("sc-status") == "508" {
+            assert_eq!(f("x-edge-result-type"), "Error");
+            assert_eq!(f("cs(User-Agent)"), "-");
+            continue;
+        }
         assert_eq!(f("sc-status"), "200");
         assert_eq!(f("cs(User-Agent)"), "test%20agent/1.0");
         results
@@ -287,7 +318,6 @@ async fn the_access_log_has_a_line_per_request_and_survives_rotation() {
         assert_eq!(f("x-edge-request-id").len(), 32, "line {i}");
         assert!(f("time-taken").parse::<f64>().is_ok());
         assert!(f("sc-bytes").parse::<u64>().unwrap() > 0);
-        assert_eq!(f("x-strata-behavior"), "default");
         assert_eq!(f("date").len(), 10);
     }
     assert_eq!(results.len(), 5, "{results:?}");
@@ -317,7 +347,7 @@ async fn the_access_log_has_a_line_per_request_and_survives_rotation() {
     .await;
     assert_eq!(
         log_lines(&rotated).len(),
-        10,
+        11,
         "the rotated file is complete"
     );
     assert!(std::fs::read_to_string(&log)

@@ -144,9 +144,11 @@ impl Proxy {
         let mut entry = self
             .access_log
             .enabled()
-            .then(|| Entry::request(start, viewer.addr, viewer.tls, &parts));
+            // Boxed: the entry's inline text would make every request's future larger, and
+            // futures are moved.
+            .then(|| Box::new(Entry::request(start, viewer.addr, viewer.tls, &parts)));
         let strata_hop = hop::from_strata_hop(&parts.headers);
-        let (mut resp, outcome) = self.dispatch(parts, body, viewer).await;
+        let (mut resp, outcome) = self.dispatch(parts, body, viewer, &mut entry).await;
         if !strata_hop {
             // Tags are for caches: a viewer never sees them (as Fastly and Varnish setups
             // strip them); another strata tier or peer gets them to index its copy.
@@ -165,6 +167,7 @@ impl Proxy {
         parts: Parts,
         body: Incoming,
         viewer: Viewer,
+        entry: &mut Option<Box<Entry>>,
     ) -> (Response<ProxyBody>, Outcome) {
         if via_names(&parts.headers, &self.node_id) {
             let msg = format!(
@@ -206,6 +209,9 @@ impl Proxy {
         }
         let runtime = self.runtime.load_full();
         let behaviour = runtime.config.route(parts.uri.path()).clone();
+        if let Some(e) = entry {
+            e.set_behaviour(behaviour.name());
+        }
         if !behaviour.allowed_methods.contains(&parts.method) {
             let msg = format!("{} is not allowed on {}", parts.method, parts.uri.path());
             return (
