@@ -1182,19 +1182,26 @@ impl Cursor<'_> {
     }
 
     fn text(&mut self, s: &[u8]) {
-        match s {
-            s if clean(s) => self.put(s),
-            s => {
-                for &b in s {
-                    if needs_escape(b) {
-                        let hex = b"0123456789ABCDEF";
-                        self.put(&[b'%', hex[(b >> 4) as usize], hex[(b & 0xf) as usize]]);
-                    } else {
-                        self.byte(b);
-                    }
-                }
+        if clean(s) {
+            return self.put(s);
+        }
+        // Byte by byte, with the position in a local: through `self` it was stored back to
+        // memory on every byte (a browser's User-Agent has spaces to escape).
+        let hex = b"0123456789ABCDEF";
+        let room = &mut *self.room;
+        let mut at = self.at;
+        for &b in s {
+            if needs_escape(b) {
+                room[at].write(b'%');
+                room[at + 1].write(hex[usize::from(b >> 4)]);
+                room[at + 2].write(hex[usize::from(b & 0xf)]);
+                at += 3;
+            } else {
+                room[at].write(b);
+                at += 1;
             }
         }
+        self.at = at;
     }
 }
 
