@@ -41,11 +41,11 @@ use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// The most one thread's buffer holds between two visits of the writer; beyond this, lines
-/// are dropped (and counted).
+/// The most a thread's handed-over lines take between two visits of the writer; beyond
+/// this, batches are dropped (and their lines counted).
 pub const BUFFER_CAP: usize = 4 << 20;
-/// How often the writer takes the threads' buffers while lines come: often enough that a
-/// buffer stays small (at 115k lines/s of ~230 bytes, about 130 KB; a 1.3 MB write every
+/// How often the writer takes the threads' lines while lines come, and the age at which a
+/// thread hands its batch over: often enough that a write stays small (at 115k lines/s of ~230 bytes, about 130 KB; a 1.3 MB write every
 /// 50 ms more than doubled the p99 of the viewers sharing the writer's core).
 pub const TICK: Duration = Duration::from_millis(5);
 /// The longest the writer sleeps when no line came (it backs off from [`TICK`] by doubling).
@@ -434,7 +434,7 @@ thread_local! {
 }
 
 /// How many sinks' batches a thread keeps (old sinks of earlier reloads fall off).
-const SLOTS_KEPT: usize = 4;
+const BATCHES_KEPT: usize = 4;
 
 /// Hands this thread's lines to the writers. The runtime runs it before a worker parks
 /// (`on_thread_park`), so an idle thread holds no lines back.
@@ -562,7 +562,7 @@ impl AccessLog {
         if let Some(i) = batches.iter().position(|b| b.sink == sink.id) {
             return Some(i);
         }
-        if batches.len() >= SLOTS_KEPT {
+        if batches.len() >= BATCHES_KEPT {
             batches.remove(0);
         }
         let slot = Arc::new(Slot::default());
