@@ -92,9 +92,8 @@ pub const FIELDS: &[&str] = &[
 /// What the request path records about one request until its line is written: plain data,
 /// and the logged text copied into the entry (see [`Texts`]).
 pub struct Entry {
-    /// When the request arrived, and that in Unix seconds.
+    /// When the request arrived.
     pub start: Instant,
-    pub start_secs: u64,
     pub client: SocketAddr,
     pub tls: bool,
     pub method: Method,
@@ -178,7 +177,6 @@ impl Entry {
     ) -> Entry {
         let mut e = Entry {
             start,
-            start_secs: unix_secs(start),
             client,
             tls,
             method: parts.method.clone(),
@@ -527,7 +525,7 @@ impl AccessLog {
                 },
             };
             let id = local.ids.next();
-            let day = local.day.at(e.start_secs);
+            let day = local.day.at(unix_secs(e.start));
             let b = &mut local.batches[i];
             match b.format {
                 AccessLogFormat::Cloudfront => {
@@ -735,7 +733,6 @@ pub fn logged(
     resp: &mut Response<ProxyBody>,
     entry: &mut Option<Box<Entry>>,
     outcome: Outcome,
-    start: Instant,
     elapsed: Duration,
 ) {
     // By reference: moving the response and the entry in and out showed as copies.
@@ -764,7 +761,6 @@ pub fn logged(
     let counted = Counted {
         inner: streamed,
         entry: entry.take(),
-        start,
         proxy: proxy.clone(),
     };
     *resp.body_mut() = ProxyBody::Stream(Box::pin(counted), exact);
@@ -783,7 +779,6 @@ fn write_entry(proxy: &Proxy, e: &Entry) {
 struct Counted {
     inner: ProxyBody,
     entry: Option<Box<Entry>>,
-    start: Instant,
     proxy: Arc<Proxy>,
 }
 
@@ -815,7 +810,7 @@ impl futures_util::Stream for Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         if let Some(mut e) = self.entry.take() {
-            e.time_taken_us = micros(self.start.elapsed());
+            e.time_taken_us = micros(e.start.elapsed());
             write_entry(&self.proxy, &e);
         }
     }

@@ -157,7 +157,7 @@ impl Proxy {
         let elapsed = start.elapsed();
         self.metrics.request(outcome, elapsed.as_secs_f64());
         if entry.is_some() {
-            access_log::logged(self, &mut resp, &mut entry, outcome, start, elapsed);
+            access_log::logged(self, &mut resp, &mut entry, outcome, elapsed);
         }
         resp
     }
