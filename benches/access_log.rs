@@ -86,7 +86,8 @@ fn bench(c: &mut Criterion) {
                     Some(1024),
                 );
                 e.body_bytes = 1024;
-                log.write(black_box(&e), "default");
+                e.set_behaviour("default");
+                log.write(black_box(&e));
             })
         });
     }

@@ -26,7 +26,6 @@ use http_body::Body as _;
 use parking_lot::{Condvar, Mutex};
 use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
-use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
@@ -121,22 +120,30 @@ const FORWARDED_FOR: usize = 5;
 const CONTENT_TYPE: usize = 6;
 const BEHAVIOUR: usize = 7;
 
-/// An entry's text fields, copied out of the request and the response into one buffer (a
-/// browser's usually fits inline): copying a few dozen bytes costs less than sharing them
-/// with hyper's buffers, whose reference counts take an atomic read-modify-write on clone
-/// and again on drop — those showed in profiles.
+/// An entry's text fields, copied out of the request and the response into the entry (a
+/// browser's usually fit the inline room): copying a few dozen bytes costs less than sharing
+/// them with hyper's buffers, whose reference counts take an atomic read-modify-write on
+/// clone and again on drop — those showed in profiles. A value that does not fit the room
+/// left goes to `spill`.
 struct Texts {
-    bytes: SmallVec<[u8; 256]>,
-    /// Each field's start and end in `bytes`; [`ABSENT`] when it was not there.
+    inline: [u8; INLINE],
+    /// How many bytes of `inline` are used.
+    used: usize,
+    spill: Vec<u8>,
+    /// Each field's start and end: below [`INLINE`] in `inline`, from it on in `spill`
+    /// (offset by [`INLINE`]); [`ABSENT`] when it was not there.
     spans: [(u32, u32); 8],
 }
 
+const INLINE: usize = 256;
 const ABSENT: (u32, u32) = (u32::MAX, u32::MAX);
 
 impl Texts {
     fn new() -> Texts {
         Texts {
-            bytes: SmallVec::new(),
+            inline: [0; INLINE],
+            used: 0,
+            spill: Vec::new(),
             spans: [ABSENT; 8],
         }
     }
@@ -147,22 +154,46 @@ impl Texts {
         if self.spans[field] != ABSENT {
             return;
         }
-        let start = self.bytes.len();
+        let start = if v.len() <= INLINE - self.used {
+            let start = self.used;
+            self.used += v.len();
+            self.inline[start..self.used].copy_from_slice(v);
+            start
+        } else {
+            let start = INLINE + self.spill.len();
+            self.spill.extend_from_slice(v);
+            start
+        };
         let (Ok(a), Ok(b)) = (u32::try_from(start), u32::try_from(start + v.len())) else {
             return; // beyond 4 GiB: not a request hyper parses
         };
-        self.bytes.extend_from_slice(v);
         self.spans[field] = (a, b);
     }
 
     fn get(&self, field: usize) -> Option<&[u8]> {
         let (a, b) = self.spans[field];
-        self.bytes.get(a as usize..b as usize)
+        let (a, b) = (a as usize, b as usize);
+        if b <= INLINE {
+            self.inline.get(a..b)
+        } else {
+            self.spill.get(a.checked_sub(INLINE)?..b - INLINE)
+        }
     }
 
     /// A field copied from a `&str`.
     fn str(&self, field: usize) -> Option<&str> {
         self.get(field).and_then(|b| std::str::from_utf8(b).ok())
+    }
+
+    /// Every field's bytes together, an upper bound of what one line quotes of them.
+    fn len(&self) -> usize {
+        self.used + self.spill.len()
+    }
+
+    /// Whether no field has a byte to escape: one pass over all of them, where a check per
+    /// field cost a call and a tail loop each.
+    fn clean(&self) -> bool {
+        clean(&self.inline[..self.used]) && clean(&self.spill)
     }
 }
 
@@ -504,12 +535,8 @@ impl AccessLog {
     }
 
     /// Formats the entry's line into this thread's batch (see [`Batch`] for when the batch
-    /// goes to the writer).
-    pub fn write(&self, e: &Entry, behaviour: &str) {
-        self.write_line(e, behaviour.as_bytes());
-    }
-
-    fn write_line(&self, e: &Entry, behaviour: &[u8]) {
+    /// goes to the writer). The entry names its behaviour ([`Entry::set_behaviour`]).
+    pub fn write(&self, e: &Entry) {
         let id = self.current.load(Ordering::Relaxed);
         if id == 0 {
             return;
@@ -535,13 +562,11 @@ impl AccessLog {
                         location: &self.location,
                         id: &id,
                         ip,
-                        behaviour,
                     };
                     cloudfront_line(&mut b.buf, e, &line)
                 }
                 AccessLogFormat::Json => {
-                    let behaviour = std::str::from_utf8(behaviour).unwrap_or("-");
-                    json_line(&mut b.buf, e, day, &self.node_id, &id, behaviour);
+                    json_line(&mut b.buf, e, day, &self.node_id, &id);
                     b.buf.push(b'\n');
                 }
             }
@@ -766,13 +791,13 @@ pub fn logged(
     *resp.body_mut() = ProxyBody::Stream(Box::pin(counted), exact);
 }
 
-/// Writes an entry's line, naming its behaviour.
-fn write_entry(proxy: &Proxy, e: &Entry) {
-    match e.behaviour() {
-        Some(b) => proxy.access_log.write_line(e, b),
-        // Refused before routing: the behaviour its path routes to.
-        None => proxy.with_config(|c| proxy.access_log.write(e, c.route(e.path()).name())),
+/// Writes an entry's line. A request refused before routing names the behaviour its path
+/// routes to.
+fn write_entry(proxy: &Proxy, e: &mut Entry) {
+    if e.behaviour().is_none() {
+        proxy.with_config(|c| e.set_behaviour(c.route(e.path()).name()));
     }
+    proxy.access_log.write(e);
 }
 
 /// A streamed body that counts what it yields and logs its entry when dropped.
@@ -811,7 +836,7 @@ impl Drop for Counted {
     fn drop(&mut self) {
         if let Some(mut e) = self.entry.take() {
             e.time_taken_us = micros(e.start.elapsed());
-            write_entry(&self.proxy, &e);
+            write_entry(&self.proxy, &mut e);
         }
     }
 }
@@ -908,29 +933,31 @@ fn protocol_version(v: Version) -> &'static str {
 #[derive(Default)]
 struct DayTime {
     secs: u64,
-    /// `YYYY-MM-DD`
-    date: [u8; 10],
-    /// `HH:MM:SS`
-    time: [u8; 8],
+    /// `YYYY-MM-DD\tHH:MM:SS\t`: a CloudFront line's start.
+    prefix: [u8; 20],
 }
 
 impl DayTime {
     fn at(&mut self, secs: u64) -> &DayTime {
-        if secs != self.secs || self.date[0] == 0 {
+        if secs != self.secs || self.prefix[0] == 0 {
             let (date, time) = utc(secs);
             self.secs = secs;
-            self.date.copy_from_slice(&date.as_bytes()[..10]);
-            self.time.copy_from_slice(&time.as_bytes()[..8]);
+            self.prefix[..10].copy_from_slice(&date.as_bytes()[..10]);
+            self.prefix[10] = b'\t';
+            self.prefix[11..19].copy_from_slice(&time.as_bytes()[..8]);
+            self.prefix[19] = b'\t';
         }
         self
     }
 
+    /// `YYYY-MM-DD`
     fn date(&self) -> &str {
-        std::str::from_utf8(&self.date).unwrap_or("-")
+        std::str::from_utf8(&self.prefix[..10]).unwrap_or("-")
     }
 
+    /// `HH:MM:SS`
     fn time(&self) -> &str {
-        std::str::from_utf8(&self.time).unwrap_or("-")
+        std::str::from_utf8(&self.prefix[11..19]).unwrap_or("-")
     }
 }
 
@@ -953,32 +980,37 @@ fn needs_escape(b: u8) -> bool {
     ESCAPE[b as usize]
 }
 
-/// Whether any byte of `s` needs escaping, eight bytes at a time (the bit tricks of
-/// "Bit Twiddling Hacks": a byte below n, a zero byte), the tail by the table.
+/// Whether no byte of `s` needs escaping, eight bytes at a time with the bit tricks of "Bit
+/// Twiddling Hacks", without a branch per word; the tail is padded to a word with a byte
+/// that needs none.
 fn clean(s: &[u8]) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x & HIGH != 0;
+    // The high bit of a byte that is zero (a borrow only comes from a zero byte, which is
+    // itself marked, so the word's answer is exact).
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x;
+    let marks = |w: u64| {
+        // Below 0x21 or from 0x80 up: `b - 0x21` wraps, or `b` has its high bit.
+        (w.wrapping_sub(ONES * 0x21) | w)
+            | zero(w ^ (ONES * 0x7f))
+            | zero(w ^ (ONES * u64::from(b'"')))
+            | zero(w ^ (ONES * u64::from(b'\\')))
+            | zero(w ^ (ONES * u64::from(b'%')))
+    };
     let (words, tail) = s.as_chunks::<8>();
+    let mut found = 0;
     for w in words {
-        let w = u64::from_ne_bytes(*w);
-        // Non-ASCII first: with every byte below 0x80, the "below 0x21" test is exact.
-        if w & HIGH != 0
-            || w.wrapping_sub(ONES * 0x21) & !w & HIGH != 0
-            || zero_byte(w ^ (ONES * 0x7f))
-            || zero_byte(w ^ (ONES * u64::from(b'"')))
-            || zero_byte(w ^ (ONES * u64::from(b'\\')))
-            || zero_byte(w ^ (ONES * u64::from(b'%')))
-        {
-            return false;
-        }
+        found |= marks(u64::from_ne_bytes(*w));
     }
-    !tail.iter().copied().any(needs_escape)
+    let mut last = [b'a'; 8];
+    last[..tail.len()].copy_from_slice(tail);
+    found |= marks(u64::from_ne_bytes(last));
+    found & HIGH == 0
 }
 
 /// [`Cursor::field`] into a Vec (the node id, escaped once).
 fn field(out: &mut Vec<u8>, v: Option<&[u8]>) {
-    Cursor::write(out, 1 + 3 * v.map_or(0, <[u8]>::len), |c| c.field(v));
+    Cursor::write(out, 1 + 3 * v.map_or(0, <[u8]>::len), |c| c.field(v, false));
 }
 
 /// An address as text: IPv4 by hand (the `fmt` machinery showed in profiles), IPv6 by
@@ -1007,7 +1039,6 @@ struct Line<'a> {
     id: &'a [u8],
     /// c-ip as text.
     ip: &'a [u8],
-    behaviour: &'a [u8],
 }
 
 /// Room for a line's fixed part: dates, numbers (at most 20 digits each), the id, the
@@ -1016,32 +1047,19 @@ const LINE_FIXED: usize = 512;
 
 fn cloudfront_line(out: &mut Vec<u8>, e: &Entry, l: &Line) {
     let host = e.host();
-    let variable = [
-        host,
-        Some(e.path_bytes()),
-        e.header(REFERER),
-        e.header(USER_AGENT),
-        e.query(),
-        e.header(FORWARDED_FOR),
-        e.header(CONTENT_TYPE),
-        Some(l.behaviour),
-    ];
     // An escaped byte takes three; the host is written twice.
-    let escaped: usize = variable.iter().flatten().map(|v| 3 * v.len()).sum();
     let room = LINE_FIXED
         + l.location.len()
         + e.method.as_str().len()
-        + escaped
-        + 3 * host.map_or(0, <[u8]>::len);
-    Cursor::write(out, room, |c| cloudfront_fields(c, e, l, host));
+        + 3 * (e.texts.len() + host.map_or(0, <[u8]>::len));
+    let clean = e.texts.clean();
+    Cursor::write(out, room, |c| cloudfront_fields(c, e, l, host, clean));
 }
 
-fn cloudfront_fields(c: &mut Cursor, e: &Entry, l: &Line, host: Option<&[u8]>) {
+/// The fields, each text escaped unless `clean` says no text needs it.
+fn cloudfront_fields(c: &mut Cursor, e: &Entry, l: &Line, host: Option<&[u8]>, clean: bool) {
     let result = result_type(e).as_bytes();
-    c.put(&l.day.date);
-    c.byte(b'\t');
-    c.put(&l.day.time);
-    c.byte(b'\t');
+    c.put(&l.day.prefix);
     c.put(l.location);
     c.byte(b'\t');
     c.num(e.body_bytes);
@@ -1052,18 +1070,18 @@ fn cloudfront_fields(c: &mut Cursor, e: &Entry, l: &Line, host: Option<&[u8]>) {
     c.byte(b'\t');
     // cs(Host) and x-host-header are the same value: escaped once, copied.
     let host_at = c.at;
-    c.field(host);
+    c.field(host, clean);
     let host_field = host_at..c.at;
     c.byte(b'\t');
-    c.field(Some(e.path_bytes()));
+    c.field(Some(e.path_bytes()), clean);
     c.byte(b'\t');
     c.num(u64::from(e.status));
     c.byte(b'\t');
-    c.field(e.header(REFERER));
+    c.field(e.header(REFERER), clean);
     c.byte(b'\t');
-    c.field(e.header(USER_AGENT));
+    c.field(e.header(USER_AGENT), clean);
     c.byte(b'\t');
-    c.field(e.query());
+    c.field(e.query(), clean);
     // cs(Cookie): not logged
     c.put(b"\t-\t");
     c.put(result);
@@ -1076,7 +1094,7 @@ fn cloudfront_fields(c: &mut Cursor, e: &Entry, l: &Line, host: Option<&[u8]>) {
     c.byte(b'\t');
     c.seconds_3(e.time_taken_us);
     c.byte(b'\t');
-    c.field(e.header(FORWARDED_FOR));
+    c.field(e.header(FORWARDED_FOR), clean);
     // ssl-protocol, ssl-cipher
     c.put(b"\t-\t-\t");
     c.put(result);
@@ -1090,7 +1108,7 @@ fn cloudfront_fields(c: &mut Cursor, e: &Entry, l: &Line, host: Option<&[u8]>) {
     c.byte(b'\t');
     c.put(detailed_type(e).as_bytes());
     c.byte(b'\t');
-    c.field(e.header(CONTENT_TYPE));
+    c.field(e.header(CONTENT_TYPE), clean);
     c.byte(b'\t');
     match e.content_length {
         Some(n) => c.num(n),
@@ -1098,7 +1116,7 @@ fn cloudfront_fields(c: &mut Cursor, e: &Entry, l: &Line, host: Option<&[u8]>) {
     }
     // sc-range-start, sc-range-end
     c.put(b"\t-\t-\t");
-    c.field(Some(l.behaviour));
+    c.field(e.behaviour(), clean);
     c.byte(b'\n');
 }
 
@@ -1129,9 +1147,34 @@ impl Cursor<'_> {
         unsafe { out.set_len(out.len() + written) };
     }
 
+    /// Copies `s`. A short one (most fields) by two overlapping fixed-size copies, which
+    /// compile to a few moves where a copy of unknown length calls `memcpy` (those calls
+    /// showed as a fifth of a line's instructions).
+    #[inline(always)]
     fn put(&mut self, s: &[u8]) {
-        let end = self.at + s.len();
-        self.room[self.at..end].write_copy_of_slice(s);
+        let n = s.len();
+        let end = self.at + n;
+        let to = &mut self.room[self.at..end];
+        match n {
+            0 => {}
+            // First, middle and last byte (some the same).
+            1..=3 => {
+                to[0].write(s[0]);
+                to[n / 2].write(s[n / 2]);
+                to[n - 1].write(s[n - 1]);
+            }
+            4..=7 => {
+                to[..4].write_copy_of_slice(&s[..4]);
+                to[n - 4..].write_copy_of_slice(&s[n - 4..]);
+            }
+            8..=16 => {
+                to[..8].write_copy_of_slice(&s[..8]);
+                to[n - 8..].write_copy_of_slice(&s[n - 8..]);
+            }
+            _ => {
+                to.write_copy_of_slice(s);
+            }
+        }
         self.at = end;
     }
 
@@ -1166,12 +1209,13 @@ impl Cursor<'_> {
         self.put(&[digit(frac / 100), digit(frac / 10 % 10), digit(frac % 10)]);
     }
 
-    /// CloudFront's escaping: spaces, controls, non-ASCII, quotes and backslashes as `%XX`;
-    /// an empty or absent value as `-`.
-    #[inline]
-    fn field(&mut self, v: Option<&[u8]>) {
+    /// CloudFront's escaping: spaces, controls, non-ASCII, quotes and backslashes as `%XX`
+    /// (unless the caller knows `v` is `clean`); an empty or absent value as `-`.
+    #[inline(always)]
+    fn field(&mut self, v: Option<&[u8]>, clean: bool) {
         match v {
             None | Some(b"") => self.byte(b'-'),
+            Some(s) if clean => self.put(s),
             Some(s) => self.text(s),
         }
     }
@@ -1257,7 +1301,7 @@ fn text(v: Option<&[u8]>) -> Option<Cow<'_, str>> {
     v.map(String::from_utf8_lossy)
 }
 
-fn json_line(out: &mut Vec<u8>, e: &Entry, day: &DayTime, node: &str, id: &[u8], behaviour: &str) {
+fn json_line(out: &mut Vec<u8>, e: &Entry, day: &DayTime, node: &str, id: &[u8]) {
     let line = JsonLine {
         date: day.date(),
         time: day.time(),
@@ -1283,7 +1327,7 @@ fn json_line(out: &mut Vec<u8>, e: &Entry, day: &DayTime, node: &str, id: &[u8],
         forwarded_for: text(e.header(FORWARDED_FOR)),
         content_type: text(e.header(CONTENT_TYPE)),
         content_len: e.content_length,
-        behaviour,
+        behaviour: e.texts.str(BEHAVIOUR).unwrap_or("-"),
     };
     let mark = out.len();
     if serde_json::to_writer(&mut *out, &line).is_err() {
@@ -1349,6 +1393,20 @@ mod tests {
         assert_eq!(s, b"-");
     }
 
+    /// Every length takes its own copy path in `put`: each must copy exactly its bytes.
+    #[test]
+    fn puts_copy_every_length() {
+        let src: Vec<u8> = (0..40u8).map(|i| b'a' + i % 26).collect();
+        for n in 0..=src.len() {
+            let mut out = b"<".to_vec();
+            Cursor::write(&mut out, 64, |c| {
+                c.put(&src[..n]);
+                c.byte(b'>');
+            });
+            assert_eq!(out, [&b"<"[..], &src[..n], b">"].concat(), "length {n}");
+        }
+    }
+
     #[test]
     fn addresses_are_written_as_text() {
         for a in ["127.0.0.1", "10.200.3.45", "0.0.0.0", "::1", "2001:db8::7"] {
@@ -1387,6 +1445,24 @@ mod tests {
                 assert_eq!(clean(&s), !needs_escape(b), "byte {b:#x} at {at}");
             }
         }
+        // Two bytes of any kind anywhere in a word: a borrow from one must not hide or
+        // invent the other.
+        let kinds = [
+            b'a', 0, b' ', b'!', b'"', b'%', b'\\', 0x7e, 0x7f, 0x80, 0xa0, 0xa1, 0xff,
+        ];
+        for &x in &kinds {
+            for &y in &kinds {
+                for i in 0..8 {
+                    for j in 0..8 {
+                        let mut s = *b"abcdefgh";
+                        s[i] = x;
+                        s[j] = y;
+                        let want = !s.iter().copied().any(needs_escape);
+                        assert_eq!(clean(&s), want, "{s:?}");
+                    }
+                }
+            }
+        }
         assert!(clean(b"/s/1k.bin?a=b&c=d"));
         assert!(!clean(b"/with space/x"));
         assert!(clean(b""));
@@ -1421,13 +1497,12 @@ mod tests {
         e.time_taken_us = u64::MAX;
         let mut day = DayTime::default();
         let mut out = b"earlier lines\n".to_vec();
-        let behaviour = "\u{e9}".repeat(500);
+        e.set_behaviour(&"\u{e9}".repeat(500));
         let line = Line {
             day: day.at(u64::MAX / 1000),
             location: b"node",
             id: &RequestIds::new(1).next(),
             ip: b"2001:db8:ffff:ffff:ffff:ffff:ffff:ffff",
-            behaviour: behaviour.as_bytes(),
         };
         cloudfront_line(&mut out, &e, &line);
         let text = std::str::from_utf8(&out).unwrap();
@@ -1520,6 +1595,61 @@ mod tests {
         assert_eq!(e.path(), "/p");
     }
 
+    /// The line of an entry whose text needs no escaping is copied as is, and is the line
+    /// the escaping path writes; one byte to escape anywhere — inline or spilled — sends
+    /// every text through the escaping.
+    #[test]
+    fn clean_texts_are_copied_and_others_escaped() {
+        let client = "10.0.0.1:4000".parse().unwrap();
+        let mut day = DayTime::default();
+        let mut format = |e: &Entry, clean: Option<bool>| {
+            let line = Line {
+                day: day.at(1_575_493_351),
+                location: b"node",
+                id: &[b'a'; 32],
+                ip: b"10.0.0.1",
+            };
+            let mut out = Vec::new();
+            match clean {
+                None => cloudfront_line(&mut out, e, &line),
+                Some(clean) => Cursor::write(&mut out, 4096, |c| {
+                    cloudfront_fields(c, e, &line, e.host(), clean)
+                }),
+            }
+            String::from_utf8(out).unwrap()
+        };
+        let p = parts(
+            "/a/b?x=1",
+            &[
+                ("host", "h.example"),
+                ("user-agent", "curl/8"),
+                ("referer", "https://r/"),
+            ],
+        );
+        let mut e = Entry::request(Instant::now(), client, false, &p);
+        e.set_behaviour("/a/*");
+        assert!(e.texts.clean());
+        let line = format(&e, None);
+        assert_eq!(line, format(&e, Some(false)));
+        let fields: Vec<&str> = line.trim_end().split('\t').collect();
+        assert_eq!(fields[0..3], ["2019-12-04", "21:02:31", "node"]);
+        assert_eq!(fields[6..8], ["h.example", "/a/b"]);
+        assert_eq!(fields[9..12], ["https://r/", "curl/8", "x=1"]);
+        assert_eq!(fields[33], "/a/*");
+
+        for ua in ["curl 8".to_string(), format!("{} x", "u".repeat(600))] {
+            let p = parts("/a/b", &[("host", "h.example"), ("user-agent", &ua)]);
+            let mut e = Entry::request(Instant::now(), client, false, &p);
+            e.set_behaviour("/a/*");
+            assert!(!e.texts.clean(), "{ua}");
+            let line = format(&e, None);
+            let fields: Vec<&str> = line.trim_end().split('\t').collect();
+            assert_eq!(fields[10], ua.replace(' ', "%20"));
+            assert_eq!(fields[6..8], ["h.example", "/a/b"]);
+            assert_eq!(fields[33], "/a/*");
+        }
+    }
+
     fn lines_in(path: &Path) -> usize {
         std::fs::read_to_string(path)
             .unwrap_or_default()
@@ -1562,7 +1692,8 @@ mod tests {
                     Duration::ZERO,
                     Some(0),
                 );
-                log.write(&e, "default");
+                e.set_behaviour("default");
+                log.write(&e);
             }
         };
 
