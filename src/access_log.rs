@@ -150,6 +150,7 @@ impl Texts {
 
     /// Sets a field that is not set yet (the first value of a repeated header is logged, as
     /// `HeaderMap::get` would give).
+    #[inline(always)]
     fn set(&mut self, field: usize, v: &[u8]) {
         if self.spans[field] != ABSENT {
             return;
@@ -157,7 +158,12 @@ impl Texts {
         let start = if v.len() <= INLINE - self.used {
             let start = self.used;
             self.used += v.len();
-            self.inline[start..self.used].copy_from_slice(v);
+            copy_short(
+                &mut self.inline[start..self.used],
+                v,
+                <[u8]>::copy_from_slice,
+                |to, b| *to = b,
+            );
             start
         } else {
             let start = INLINE + self.spill.len();
@@ -193,20 +199,22 @@ impl Texts {
     /// Whether no field has a byte to escape: one pass over all of them, where a check per
     /// field cost a call and a tail loop each.
     fn clean(&self) -> bool {
-        clean(&self.inline[..self.used]) && clean(&self.spill)
+        clean(&self.inline[..self.used]) && (self.spill.is_empty() || clean(&self.spill))
     }
 }
 
 impl Entry {
     /// Captures the request's side of an entry: one pass over the header section (a
-    /// lookup per header would hash each name), copying only the values logged.
+    /// lookup per header would hash each name), copying only the values logged. Boxed
+    /// here, where the entry is built in its allocation (boxing a returned entry copied
+    /// it twice), so that the request's future holds a pointer rather than the entry.
     pub fn request(
         start: Instant,
         client: SocketAddr,
         tls: bool,
         parts: &http::request::Parts,
-    ) -> Entry {
-        let mut e = Entry {
+    ) -> Box<Entry> {
+        let mut e = Box::new(Entry {
             start,
             client,
             tls,
@@ -220,7 +228,7 @@ impl Entry {
             content_length: None,
             ttfb_us: 0,
             time_taken_us: 0,
-        };
+        });
         let t = &mut e.texts;
         t.set(PATH, parts.uri.path().as_bytes());
         if let Some(q) = parts.uri.query() {
@@ -265,7 +273,12 @@ impl Entry {
         self.outcome = outcome;
         self.ttfb_us = micros(ttfb);
         self.time_taken_us = self.ttfb_us;
-        if let Some(ct) = headers.get(http::header::CONTENT_TYPE) {
+        // A pass comparing names (a standard one compares as a number), where a lookup
+        // hashes the name.
+        if let Some((_, ct)) = headers
+            .iter()
+            .find(|(name, _)| *name == http::header::CONTENT_TYPE)
+        {
             self.texts.set(CONTENT_TYPE, ct.as_bytes());
         }
         self.content_length =
@@ -307,13 +320,14 @@ impl Entry {
     }
 }
 
-/// Unix seconds at an instant, without reading the wall clock on the request path (a clock
-/// read showed in profiles): from an anchor, an instant and the wall-clock time at it, that
-/// the writer thread refreshes every tick, so a step of the wall clock shows within a tick.
-fn unix_secs(at: Instant) -> u64 {
+/// Unix milliseconds at an instant, without reading the wall clock on the request path (a
+/// clock read showed in profiles): from an anchor, an instant and the wall-clock time at it,
+/// that the writer thread refreshes every tick, so a step of the wall clock shows within a
+/// tick (within the second for [`DayTime::of`]).
+fn unix_ms(at: Instant) -> u64 {
     let (base, wall_ms) = &*ANCHOR;
     let since = at.saturating_duration_since(*base).as_millis() as u64;
-    (wall_ms.load(Ordering::Relaxed) + since) / 1000
+    wall_ms.load(Ordering::Relaxed) + since
 }
 
 /// Re-reads the wall clock against the anchor's instant.
@@ -389,8 +403,9 @@ struct Batch {
     dropped: Counter,
     buf: Vec<u8>,
     lines: u64,
-    /// When the request of the batch's first line arrived.
-    since: Option<Instant>,
+    /// A [`TICK`] after the request of the batch's first line arrived: when the batch is
+    /// handed over (an instant, so that each line compares instead of subtracting).
+    due: Option<Instant>,
 }
 
 /// A batch's size that makes the thread hand it over before it is a [`TICK`] old.
@@ -401,14 +416,14 @@ impl Batch {
     /// enough.
     fn wrote(&mut self, start: Instant) {
         self.lines += 1;
-        let since = match self.since {
-            Some(s) => s,
+        let due = match self.due {
+            Some(d) => d,
             None => {
                 self.shared.pending.fetch_add(1, Ordering::AcqRel);
-                *self.since.insert(start)
+                *self.due.insert(start + TICK)
             }
         };
-        if self.buf.len() >= BATCH || start.saturating_duration_since(since) >= TICK {
+        if self.buf.len() >= BATCH || start >= due {
             self.hand_over();
         }
     }
@@ -416,7 +431,7 @@ impl Batch {
     /// Gives the batch's lines to the writer, or drops (and counts) them when the writer is
     /// [`BUFFER_CAP`] behind.
     fn hand_over(&mut self) {
-        if self.since.is_none() {
+        if self.due.is_none() {
             return;
         }
         {
@@ -431,7 +446,7 @@ impl Batch {
         }
         self.buf.clear();
         self.lines = 0;
-        self.since = None;
+        self.due = None;
         self.shared.pending.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -552,7 +567,7 @@ impl AccessLog {
                 },
             };
             let id = local.ids.next();
-            let day = local.day.at(unix_secs(e.start));
+            let day = local.day.of(e.start);
             let b = &mut local.batches[i];
             match b.format {
                 AccessLogFormat::Cloudfront => {
@@ -598,7 +613,7 @@ impl AccessLog {
             dropped: self.dropped.clone(),
             buf: Vec::new(),
             lines: 0,
-            since: None,
+            due: None,
         });
         Some(batches.len() - 1)
     }
@@ -1022,9 +1037,27 @@ struct DayTime {
     secs: u64,
     /// `YYYY-MM-DD\tHH:MM:SS\t`: a CloudFront line's start.
     prefix: [u8; 20],
+    /// The instants the second spans, as [`of`](Self::of) found them.
+    span: Option<(Instant, Instant)>,
 }
 
 impl DayTime {
+    /// The second an instant falls in: two comparisons while it is the second of the last
+    /// line (where working out the second subtracts instants and divides).
+    fn of(&mut self, at: Instant) -> &DayTime {
+        if let Some((from, until)) = self.span {
+            if from <= at && at < until {
+                return self;
+            }
+        }
+        let ms = unix_ms(at);
+        let from = at
+            .checked_sub(Duration::from_millis(ms % 1000))
+            .unwrap_or(at);
+        self.span = Some((from, from + Duration::from_secs(1)));
+        self.at(ms / 1000)
+    }
+
     fn at(&mut self, secs: u64) -> &DayTime {
         if secs != self.secs || self.prefix[0] == 0 {
             let (date, time) = utc(secs);
@@ -1090,7 +1123,12 @@ fn clean(s: &[u8]) -> bool {
         found |= marks(u64::from_ne_bytes(*w));
     }
     let mut last = [b'a'; 8];
-    last[..tail.len()].copy_from_slice(tail);
+    copy_short(
+        &mut last[..tail.len()],
+        tail,
+        <[u8]>::copy_from_slice,
+        |to, b| *to = b,
+    );
     found |= marks(u64::from_ne_bytes(last));
     found & HIGH == 0
 }
@@ -1159,10 +1197,12 @@ fn cloudfront_fields(c: &mut Cursor, e: &Entry, l: &Line, host: Option<&[u8]>, c
     let host_at = c.at;
     c.field(host, clean);
     let host_field = host_at..c.at;
+    // Clean, the host is copied again from the entry (a fixed-size copy); escaped, the
+    // escaped bytes are copied within the line.
     c.byte(b'\t');
     c.field(Some(e.path_bytes()), clean);
     c.byte(b'\t');
-    c.num(u64::from(e.status));
+    c.status(e.status);
     c.byte(b'\t');
     c.field(e.header(REFERER), clean);
     c.byte(b'\t');
@@ -1175,7 +1215,11 @@ fn cloudfront_fields(c: &mut Cursor, e: &Entry, l: &Line, host: Option<&[u8]>, c
     c.byte(b'\t');
     c.put(l.id);
     c.byte(b'\t');
-    c.again(host_field);
+    if clean {
+        c.field(host, true);
+    } else {
+        c.again(host_field);
+    }
     c.put(if e.tls { b"\thttps\t" } else { b"\thttp\t" });
     c.num(e.request_bytes);
     c.byte(b'\t');
@@ -1207,6 +1251,37 @@ fn cloudfront_fields(c: &mut Cursor, e: &Entry, l: &Line, host: Option<&[u8]>, c
     c.byte(b'\n');
 }
 
+/// Copies `s` into `to`, of its length. A short one (most fields) by two overlapping
+/// fixed-size copies, which compile to a few moves where a copy of unknown length calls
+/// `memcpy` (those calls showed as a fifth of a line's instructions). `copy` copies a slice
+/// and `set` a byte into `to`'s element type (a byte, or one of spare capacity).
+#[inline(always)]
+fn copy_short<T>(to: &mut [T], s: &[u8], copy: impl Fn(&mut [T], &[u8]), set: impl Fn(&mut T, u8)) {
+    let n = s.len();
+    match n {
+        0 => {}
+        // First, middle and last byte (some the same).
+        1..=3 => {
+            set(&mut to[0], s[0]);
+            set(&mut to[n / 2], s[n / 2]);
+            set(&mut to[n - 1], s[n - 1]);
+        }
+        4..=7 => {
+            copy(&mut to[..4], &s[..4]);
+            copy(&mut to[n - 4..], &s[n - 4..]);
+        }
+        8..=16 => {
+            copy(&mut to[..8], &s[..8]);
+            copy(&mut to[n - 8..], &s[n - 8..]);
+        }
+        17..=32 => {
+            copy(&mut to[..16], &s[..16]);
+            copy(&mut to[n - 16..], &s[n - 16..]);
+        }
+        _ => copy(to, s),
+    }
+}
+
 /// Writes into a Vec's spare capacity, reserved up front for the longest line the entry can
 /// make: each write is a bounds-checked store rather than a push that checks for growth
 /// (those checks showed in profiles). Running past the room would panic on a bounds check —
@@ -1234,34 +1309,20 @@ impl Cursor<'_> {
         unsafe { out.set_len(out.len() + written) };
     }
 
-    /// Copies `s`. A short one (most fields) by two overlapping fixed-size copies, which
-    /// compile to a few moves where a copy of unknown length calls `memcpy` (those calls
-    /// showed as a fifth of a line's instructions).
+    /// Copies `s` (see [`copy_short`]).
     #[inline(always)]
     fn put(&mut self, s: &[u8]) {
-        let n = s.len();
-        let end = self.at + n;
-        let to = &mut self.room[self.at..end];
-        match n {
-            0 => {}
-            // First, middle and last byte (some the same).
-            1..=3 => {
-                to[0].write(s[0]);
-                to[n / 2].write(s[n / 2]);
-                to[n - 1].write(s[n - 1]);
-            }
-            4..=7 => {
-                to[..4].write_copy_of_slice(&s[..4]);
-                to[n - 4..].write_copy_of_slice(&s[n - 4..]);
-            }
-            8..=16 => {
-                to[..8].write_copy_of_slice(&s[..8]);
-                to[n - 8..].write_copy_of_slice(&s[n - 8..]);
-            }
-            _ => {
+        let end = self.at + s.len();
+        copy_short(
+            &mut self.room[self.at..end],
+            s,
+            |to, s| {
                 to.write_copy_of_slice(s);
-            }
-        }
+            },
+            |to, b| {
+                to.write(b);
+            },
+        );
         self.at = end;
     }
 
@@ -1270,8 +1331,19 @@ impl Cursor<'_> {
         self.at += 1;
     }
 
+    #[inline(always)]
     fn num(&mut self, n: u64) {
         self.put(itoa::Buffer::new().format(n).as_bytes());
+    }
+
+    /// A status code: three digits (hyper gives 100 to 999), written as such.
+    fn status(&mut self, s: u16) {
+        if (100..1000).contains(&s) {
+            let digit = |d: u16| b'0' + d as u8; // d < 10
+            self.put(&[digit(s / 100), digit(s / 10 % 10), digit(s % 10)]);
+        } else {
+            self.num(u64::from(s));
+        }
     }
 
     /// Bytes written earlier in this line, again.
@@ -1494,6 +1566,41 @@ mod tests {
         }
     }
 
+    /// Texts copy every length, inline (the fixed-size copies) and spilled, and the clean
+    /// check looks at both.
+    #[test]
+    fn texts_copy_every_length() {
+        let src: Vec<u8> = (0..40u8).map(|i| b'a' + i % 26).collect();
+        for n in 0..=src.len() {
+            let mut t = Texts::new();
+            t.set(PATH, &src[..n]);
+            t.set(HOST, &src[..n / 2]);
+            assert_eq!(t.get(PATH), Some(&src[..n]), "length {n}");
+            assert_eq!(t.get(HOST), Some(&src[..n / 2]), "length {n}");
+            assert!(t.clean());
+        }
+        let mut t = Texts::new();
+        t.set(PATH, &[b'p'; INLINE - 3]);
+        t.set(HOST, b"spilled host");
+        assert_eq!(t.get(HOST), Some(&b"spilled host"[..]));
+        assert!(!t.clean(), "the spilled space needs escaping");
+    }
+
+    #[test]
+    fn statuses_are_three_digits() {
+        for (s, text) in [
+            (200, "200"),
+            (404, "404"),
+            (100, "100"),
+            (999, "999"),
+            (42, "42"),
+        ] {
+            let mut out = Vec::new();
+            Cursor::write(&mut out, 8, |c| c.status(s));
+            assert_eq!(out, text.as_bytes());
+        }
+    }
+
     #[test]
     fn addresses_are_written_as_text() {
         for a in ["127.0.0.1", "10.200.3.45", "0.0.0.0", "::1", "2001:db8::7"] {
@@ -1608,14 +1715,14 @@ mod tests {
     fn the_anchor_gives_the_wall_clock_second() {
         reanchor();
         let wall = now_ms() / 1000;
-        let ours = unix_secs(Instant::now());
+        let ours = unix_ms(Instant::now()) / 1000;
         assert!(ours.abs_diff(wall) <= 1, "{ours} against {wall}");
         // An instant before the anchor counts as the anchor's own time, not a wrap.
         let early = ANCHOR
             .0
             .checked_sub(Duration::from_secs(5))
             .unwrap_or(ANCHOR.0);
-        assert!(unix_secs(early) >= ANCHOR.1.load(Ordering::Relaxed) / 1000);
+        assert!(unix_ms(early) / 1000 >= ANCHOR.1.load(Ordering::Relaxed) / 1000);
     }
 
     #[test]
@@ -1926,5 +2033,39 @@ mod tests {
         assert_eq!(d.at(1_575_493_351).time(), "21:02:31");
         assert_eq!(d.at(1_575_493_352).time(), "21:02:32");
         assert_eq!(d.at(0).date(), "1970-01-01");
+    }
+
+    /// `of` gives the second an instant falls in, from the cache while the instant is in the
+    /// cached second and afresh outside it, earlier or later (instants a tenth of a second
+    /// from the seconds' edges, so that a writer thread re-anchoring the clock in between
+    /// cannot move them across).
+    #[test]
+    fn the_day_cache_finds_the_second_of_an_instant() {
+        let t0 = Instant::now();
+        let ms0 = unix_ms(t0);
+        let next = t0 + Duration::from_millis(1000 - ms0 % 1000);
+        let second = ms0 / 1000 + 1;
+        let mut d = DayTime::default();
+        for (offset_ms, secs) in [
+            (100i64, second),
+            (900, second),
+            (500, second),
+            (1100, second + 1),
+            (-100, second - 1),
+            (2500, second + 2),
+            (100, second),
+        ] {
+            let at = if offset_ms < 0 {
+                next - Duration::from_millis(offset_ms.unsigned_abs())
+            } else {
+                next + Duration::from_millis(offset_ms as u64)
+            };
+            let want = DayTime::default().at(secs).prefix;
+            assert_eq!(
+                d.of(at).prefix,
+                want,
+                "{offset_ms} ms after a second's start"
+            );
+        }
     }
 }

@@ -144,9 +144,9 @@ impl Proxy {
         let mut entry = self
             .access_log
             .enabled()
-            // Boxed: the entry's inline text would make every request's future larger, and
-            // futures are moved.
-            .then(|| Box::new(Entry::request(start, viewer.addr, viewer.tls, &parts)));
+            // Boxed (by `Entry::request`): the entry's inline text would make every
+            // request's future larger, and futures are moved.
+            .then(|| Entry::request(start, viewer.addr, viewer.tls, &parts));
         let strata_hop = hop::from_strata_hop(&parts.headers);
         let (mut resp, outcome) = self.dispatch(parts, body, viewer, &mut entry).await;
         if !strata_hop {
