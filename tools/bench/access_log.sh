@@ -22,14 +22,8 @@ FORMAT=${2:-cloudfront}
 BIN=${STRATA_BIN:-$ROOT/target/release/strata}
 WORK=$(mktemp -d /tmp/strata-alog.XXXXXX)
 PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
 source "$ROOT/tools/bench/node_config.sh"
+trap stop_nodes EXIT
 
 node() { # name port extra
   mkdir -p "$WORK/$1"

@@ -23,3 +23,11 @@ cache_policy = "UseOriginCacheControlHeaders"
 $4
 TOML
 }
+
+# stop_nodes, as an EXIT trap: kills and reaps the nodes whose pids are in PIDS, then removes
+# WORK.
+stop_nodes() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Requests/s of several strata nodes measured in short alternating wrk runs, compared round
+# by round: on a shared machine whose speed drifts over minutes, a ratio taken within one
+# round (a few seconds) is steadier than a ratio of medians over long reps.
+#
+#   cargo build --release
+#   (cd ../shared/bench && ./ctl.sh start origin)
+#   flock /tmp/strata-bench.lock tools/bench/alternate.sh ROUNDS SECS NAME:BIN:LOG... [-- A/B...]
+#
+# Each NAME:BIN:LOG starts a node from binary BIN (a build of another commit, say), with the
+# access log off (LOG 0) or on (LOG 1, cloudfront, to a file under /tmp), pinned to the
+# server CPU, in front of the bench origin. Every round runs wrk (1 KiB hits, 64
+# connections, SECS seconds) against each node, starting with a different one each round.
+# Prints every run (round, name, req/s) and, for each pair A/B named after `--` (default:
+# every node against the first), the median and quartiles of the per-round ratio A/B.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+ROUNDS=${1:?rounds}
+SECS=${2:?seconds}
+shift 2
+SPECS=()
+PAIRS=()
+while [[ $# -gt 0 && $1 != -- ]]; do SPECS+=("$1"); shift; done
+[[ $# -gt 0 ]] && shift && PAIRS=("$@")
+WORK=$(mktemp -d /tmp/strata-alternate.XXXXXX)
+PIDS=()
+source "$ROOT/tools/bench/node_config.sh"
+trap stop_nodes EXIT
+
+NAMES=()
+PORTS=()
+port=19300
+for spec in "${SPECS[@]}"; do
+  IFS=: read -r name bin log <<<"$spec"
+  mkdir -p "$WORK/$name"
+  extra=""
+  if [[ $log == 1 ]]; then
+    extra="
+[access_log]
+path = \"$WORK/$name/access.log\"
+format = \"cloudfront\""
+  fi
+  node_config "$WORK/$name" "$name" "$port" "$extra"
+  taskset -c "${SERVER_CPU:-0}" "$bin" serve --config "$WORK/$name/strata.toml" \
+    > "$WORK/$name/stdout.log" 2>&1 &
+  PIDS+=($!)
+  NAMES+=("$name")
+  PORTS+=("$port")
+  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$((port + 100))/readyz" && break; sleep 0.1; done
+  taskset -c "${CLIENT_CPU:-1}" wrk -t1 -c64 -d2s "http://127.0.0.1:$port/s/1k.bin" > /dev/null
+  port=$((port + 1))
+done
+[[ ${#PAIRS[@]} -eq 0 ]] && for n in "${NAMES[@]:1}"; do PAIRS+=("$n/${NAMES[0]}"); done
+
+n=${#NAMES[@]}
+for r in $(seq "$ROUNDS"); do
+  for k in $(seq 0 $((n - 1))); do
+    i=$(((k + r) % n))
+    rps=$(taskset -c "${CLIENT_CPU:-1}" wrk -t1 -c64 -d"${SECS}s" \
+      "http://127.0.0.1:${PORTS[$i]}/s/1k.bin" | awk '/Requests\/sec/ {print $2}')
+    printf '%s\t%s\t%s\n' "$r" "${NAMES[$i]}" "$rps" | tee -a "$WORK/runs.tsv"
+  done
+done
+
+python3 - "$WORK/runs.tsv" "${PAIRS[@]}" <<'PY'
+import collections, statistics, sys
+runs = collections.defaultdict(dict)
+for line in open(sys.argv[1]):
+    r, name, rps = line.split('\t')
+    runs[name][r] = float(rps)
+for name, by_round in runs.items():
+    print(f'{name}: median {statistics.median(by_round.values()):.0f} req/s')
+for pair in sys.argv[2:]:
+    a, b = pair.split('/')
+    ratios = [runs[a][r] / runs[b][r] for r in runs[a] if r in runs[b]]
+    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    print(f'{a}/{b}: per-round median {statistics.median(ratios):.3f} '
+          f'(quartiles {q[0]:.3f}-{q[2]:.3f}, {len(ratios)} rounds)')
+PY
