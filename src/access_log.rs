@@ -158,12 +158,7 @@ impl Texts {
         let start = if v.len() <= INLINE - self.used {
             let start = self.used;
             self.used += v.len();
-            copy_short(
-                &mut self.inline[start..self.used],
-                v,
-                <[u8]>::copy_from_slice,
-                |to, b| *to = b,
-            );
+            copy_bytes(&mut self.inline[start..self.used], v);
             start
         } else {
             let start = INLINE + self.spill.len();
@@ -772,8 +767,8 @@ const WRITE_BACK: u64 = 1 << 20;
 /// and not read back, so each [`WRITE_BACK`] of it is sent to the disk as soon as it is
 /// written (`sync_file_range`, which does not wait) and dropped from the page cache a round
 /// later (`POSIX_FADV_DONTNEED`; pages still being written are left to the kernel). Left to
-/// the kernel, the log would fill memory with pages nobody reads, evicting the store's, and
-/// every new page costs more than a reused one: on the VM the benchmarks run on, the
+/// the kernel, the log would fill memory with pages nobody reads, competing with the store's
+/// for it, and every new page costs more than a reused one: on the VM the benchmarks run on, the
 /// writer's CPU time went from about 6 % of a core to 2 % at 25 MB/s of log (a C loop
 /// writing 128 KiB every 5 ms for 20 s: 1.2–1.8 s of system time left alone, 0.37 s with a
 /// 1 MiB window).
@@ -1031,13 +1026,13 @@ fn protocol_version(v: Version) -> &'static str {
     }
 }
 
-/// The date and time columns of the second being written, formatted once per second.
+/// The date and time columns of the second being written, formatted once per second
+/// ([`of`](Self::of)).
 #[derive(Default)]
 struct DayTime {
-    secs: u64,
     /// `YYYY-MM-DD\tHH:MM:SS\t`: a CloudFront line's start.
     prefix: [u8; 20],
-    /// The instants the second spans, as [`of`](Self::of) found them.
+    /// The instants the second of `prefix` spans, as [`of`](Self::of) found them.
     span: Option<(Instant, Instant)>,
 }
 
@@ -1058,15 +1053,13 @@ impl DayTime {
         self.at(ms / 1000)
     }
 
+    /// Formats a Unix second.
     fn at(&mut self, secs: u64) -> &DayTime {
-        if secs != self.secs || self.prefix[0] == 0 {
-            let (date, time) = utc(secs);
-            self.secs = secs;
-            self.prefix[..10].copy_from_slice(&date.as_bytes()[..10]);
-            self.prefix[10] = b'\t';
-            self.prefix[11..19].copy_from_slice(&time.as_bytes()[..8]);
-            self.prefix[19] = b'\t';
-        }
+        let (date, time) = utc(secs);
+        self.prefix[..10].copy_from_slice(&date.as_bytes()[..10]);
+        self.prefix[10] = b'\t';
+        self.prefix[11..19].copy_from_slice(&time.as_bytes()[..8]);
+        self.prefix[19] = b'\t';
         self
     }
 
@@ -1123,12 +1116,7 @@ fn clean(s: &[u8]) -> bool {
         found |= marks(u64::from_ne_bytes(*w));
     }
     let mut last = [b'a'; 8];
-    copy_short(
-        &mut last[..tail.len()],
-        tail,
-        <[u8]>::copy_from_slice,
-        |to, b| *to = b,
-    );
+    copy_bytes(&mut last[..tail.len()], tail);
     found |= marks(u64::from_ne_bytes(last));
     found & HIGH == 0
 }
@@ -1197,8 +1185,6 @@ fn cloudfront_fields(c: &mut Cursor, e: &Entry, l: &Line, host: Option<&[u8]>, c
     let host_at = c.at;
     c.field(host, clean);
     let host_field = host_at..c.at;
-    // Clean, the host is copied again from the entry (a fixed-size copy); escaped, the
-    // escaped bytes are copied within the line.
     c.byte(b'\t');
     c.field(Some(e.path_bytes()), clean);
     c.byte(b'\t');
@@ -1215,6 +1201,8 @@ fn cloudfront_fields(c: &mut Cursor, e: &Entry, l: &Line, host: Option<&[u8]>, c
     c.byte(b'\t');
     c.put(l.id);
     c.byte(b'\t');
+    // Clean, the host is copied again from the entry (a fixed-size copy); escaped, the
+    // escaped bytes are copied within the line.
     if clean {
         c.field(host, true);
     } else {
@@ -1282,6 +1270,18 @@ fn copy_short<T>(to: &mut [T], s: &[u8], copy: impl Fn(&mut [T], &[u8]), set: im
     }
 }
 
+/// The last three decimal digits of `n`, with leading zeros.
+fn three_digits(n: u64) -> [u8; 3] {
+    let digit = |d: u64| b'0' + (d % 10) as u8;
+    [digit(n / 100), digit(n / 10), digit(n)]
+}
+
+/// [`copy_short`] between byte slices.
+#[inline(always)]
+fn copy_bytes(to: &mut [u8], s: &[u8]) {
+    copy_short(to, s, <[u8]>::copy_from_slice, |to, b| *to = b);
+}
+
 /// Writes into a Vec's spare capacity, reserved up front for the longest line the entry can
 /// make: each write is a bounds-checked store rather than a push that checks for growth
 /// (those checks showed in profiles). Running past the room would panic on a bounds check —
@@ -1339,8 +1339,7 @@ impl Cursor<'_> {
     /// A status code: three digits (hyper gives 100 to 999), written as such.
     fn status(&mut self, s: u16) {
         if (100..1000).contains(&s) {
-            let digit = |d: u16| b'0' + d as u8; // d < 10
-            self.put(&[digit(s / 100), digit(s / 10 % 10), digit(s % 10)]);
+            self.put(&three_digits(u64::from(s)));
         } else {
             self.num(u64::from(s));
         }
@@ -1364,8 +1363,7 @@ impl Cursor<'_> {
             self.byte(b'.');
         }
         let frac = ms % 1000;
-        let digit = |d: u64| b'0' + d as u8; // d < 10
-        self.put(&[digit(frac / 100), digit(frac / 10 % 10), digit(frac % 10)]);
+        self.put(&three_digits(frac));
     }
 
     /// CloudFront's escaping: spaces, controls, non-ASCII, quotes and backslashes as `%XX`

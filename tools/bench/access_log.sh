@@ -39,7 +39,7 @@ node log-on 19211 "
 path = \"$WORK/log-on/access.log\"
 format = \"$FORMAT\""
 for port in 19210 19211; do
-  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$((port + 100))/readyz" && break; sleep 0.1; done
+  wait_ready "$port"
 done
 "$BENCH/run.sh" --tests "${TESTS:-hit}" --sizes "${SIZES:-1k}" --zipf-warm "${ZIPF_WARM:-30}" \
   --reps "$REPS" --ref log-off \

@@ -32,7 +32,7 @@ run() { # name extra-toml
   taskset -c "${SERVER_CPU:-0}" valgrind --tool=callgrind --callgrind-out-file="$d/cg.%p" \
     "$BIN" serve --config "$d/strata.toml" > "$d/stdout.log" 2>&1 &
   PID=$!
-  for _ in $(seq 600); do curl -sf -o /dev/null "http://127.0.0.1:$((port + 100))/readyz" && break; sleep 0.1; done
+  wait_ready "$port" 600
   for _ in 1 2 3; do curl -sf -o /dev/null "http://127.0.0.1:$port/s/1k.bin"; done
   taskset -c "${CLIENT_CPU:-1}" wrk -t1 -c16 -d2s "http://127.0.0.1:$port/s/1k.bin" > /dev/null
   callgrind_control -z "$PID" > /dev/null

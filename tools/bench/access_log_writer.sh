@@ -22,8 +22,8 @@ PORT=19280
 PID=""
 WORK=""
 cleanup() {
-  [[ -n $PID ]] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null || true
-  [[ -n $WORK ]] && rm -rf "$WORK"
+  if [[ -n $PID ]]; then kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null || true; fi
+  if [[ -n $WORK ]]; then rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
@@ -39,7 +39,7 @@ path = \"$WORK/access.log\"
 format = \"cloudfront\""
   taskset -c "${SERVER_CPU:-0}" "$1" serve --config "$WORK/strata.toml" > "$WORK/stdout.log" 2>&1 &
   PID=$!
-  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$((PORT + 100))/readyz" && break; sleep 0.1; done
+  wait_ready "$PORT"
   local task
   task=$(grep -l '^strata-access' /proc/"$PID"/task/*/comm | head -1)
   task=${task%/comm}

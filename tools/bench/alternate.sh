@@ -46,7 +46,7 @@ format = \"cloudfront\""
   PIDS+=($!)
   NAMES+=("$name")
   PORTS+=("$port")
-  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$((port + 100))/readyz" && break; sleep 0.1; done
+  wait_ready "$port"
   taskset -c "${CLIENT_CPU:-1}" wrk -t1 -c64 -d2s "http://127.0.0.1:$port/s/1k.bin" > /dev/null
   port=$((port + 1))
 done

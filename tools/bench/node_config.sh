@@ -24,6 +24,15 @@ $4
 TOML
 }
 
+# wait_ready PORT [TRIES]: waits (TRIES tenths of a second, default 100) until the node
+# listening on PORT answers /readyz on its admin port (PORT+100).
+wait_ready() {
+  for _ in $(seq "${2:-100}"); do
+    curl -sf -o /dev/null "http://127.0.0.1:$(($1 + 100))/readyz" && return
+    sleep 0.1
+  done
+}
+
 # stop_nodes, as an EXIT trap: kills and reaps the nodes whose pids are in PIDS, then removes
 # WORK.
 stop_nodes() {
