@@ -9,7 +9,7 @@
 //! [`TICK`] old, when the thread goes idle (the runtime runs [`flush_thread`] before a
 //! worker parks) and when the thread ends. A dedicated writer thread takes every thread's
 //! handed-over lines each [`TICK`] (backing off to [`IDLE_TICK`] while no line comes) and
-//! writes them. A thread's handed-over lines are at most [`BUFFER_CAP`] bytes: beyond that,
+//! writes them, past the page cache where it can (see [`output`]). A thread's handed-over lines are at most [`BUFFER_CAP`] bytes: beyond that,
 //! batches are dropped and their lines counted (`strata_access_log_dropped_total`) — a slow
 //! disk must never slow viewers. SIGUSR1 ([`AccessLog::reopen`]) makes the writer reopen
 //! the file, for rotation by rename.
@@ -39,6 +39,9 @@ use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+mod output;
+use output::Output;
 
 /// The most a thread's handed-over lines take between two visits of the writer; beyond
 /// this, batches are dropped (and their lines counted).
@@ -696,6 +699,7 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, shared: Arc<Shared>) {
+        tracing::info!(file = %self.path.display(), direct_io = self.out.direct(), "access log opened");
         self.header_if_empty();
         let mut wait = TICK;
         loop {
@@ -722,24 +726,35 @@ impl Writer {
                     std::mem::swap(&mut *buf, &mut self.spare);
                 }
                 wait = TICK;
-                if let Err(e) = self.out.write(&self.spare) {
-                    tracing::warn!(file = %self.path.display(), error = %e, "access log write failed");
-                }
+                let written = self.out.write(&self.spare);
+                self.report(written);
                 self.spare.clear();
                 // A burst must not leave a huge buffer behind for good.
                 if self.spare.capacity() > BUFFER_CAP {
                     self.spare.shrink_to(64 * 1024);
                 }
             }
+            let ticked = self.out.tick(Instant::now());
+            self.report(ticked);
             if closing {
+                let flushed = self.out.flush();
+                self.report(flushed);
                 return;
             }
+        }
+    }
+
+    fn report(&self, result: std::io::Result<()>) {
+        if let Err(e) = result {
+            tracing::warn!(file = %self.path.display(), error = %e, "access log write failed");
         }
     }
 
     fn reopen_file(&mut self) {
         match open(&self.path) {
             Ok(f) => {
+                let flushed = self.out.flush();
+                self.report(flushed);
                 self.out = Output::new(f);
                 self.header_if_empty();
                 tracing::info!(file = %self.path.display(), "access log reopened");
@@ -752,98 +767,10 @@ impl Writer {
         if self.format != AccessLogFormat::Cloudfront {
             return;
         }
-        if self.out.written == 0 {
+        if self.out.written() == 0 {
             let header = format!("#Version: 1.0\n#Fields: {}\n", FIELDS.join(" "));
             let _ = self.out.write(header.as_bytes());
         }
-    }
-}
-
-/// How much written log the writer lets build up before it starts the write-back of it, and
-/// how much it leaves in the page cache after that (see [`Output`]).
-const WRITE_BACK: u64 = 1 << 20;
-
-/// The log file, and how far into it the page cache has been cleaned. A log is written once
-/// and not read back, so each [`WRITE_BACK`] of it is sent to the disk as soon as it is
-/// written (`sync_file_range`, which does not wait) and dropped from the page cache a round
-/// later (`POSIX_FADV_DONTNEED`; pages still being written are left to the kernel). Left to
-/// the kernel, the log would fill memory with pages nobody reads, competing with the store's
-/// for it, and every new page costs more than a reused one: on the VM the benchmarks run on, the
-/// writer's CPU time went from about 6 % of a core to 2 % at 25 MB/s of log (a C loop
-/// writing 128 KiB every 5 ms for 20 s: 1.2–1.8 s of system time left alone, 0.37 s with a
-/// 1 MiB window).
-struct Output {
-    file: File,
-    /// Only a regular file has a page cache to clean (not `/dev/null`, a pipe or a tty).
-    regular: bool,
-    /// The file's length when opened plus what was written since: where the next write
-    /// lands (the file is opened for appending, and only this writer appends to it).
-    written: u64,
-    /// Where the range whose write-back has not been started begins.
-    started: u64,
-    /// Where the range still in the page cache begins.
-    dropped: u64,
-}
-
-impl Output {
-    fn new(file: File) -> Output {
-        let meta = file.metadata().ok();
-        let len = meta.as_ref().map_or(0, |m| m.len());
-        Output {
-            regular: meta.is_some_and(|m| m.file_type().is_file()),
-            file,
-            written: len,
-            started: len,
-            dropped: len,
-        }
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        let result = self.file.write_all(bytes);
-        // On an error, part may have been written; the length is re-read then.
-        match &result {
-            Ok(()) => self.written += bytes.len() as u64,
-            Err(_) => self.written = self.file.metadata().map_or(self.written, |m| m.len()),
-        }
-        if self.regular && self.written.saturating_sub(self.started) >= WRITE_BACK {
-            self.clean();
-        }
-        result
-    }
-
-    /// Starts the write-back of what was written since the last call and drops what the
-    /// call before started. Both are advice: an error (a file system without them) changes
-    /// nothing but the memory the log takes.
-    #[cfg(target_os = "linux")]
-    fn clean(&mut self) {
-        use std::os::fd::AsRawFd;
-        let fd = self.file.as_raw_fd();
-        let (Ok(start), Ok(len)) = (
-            libc::off_t::try_from(self.started),
-            libc::off_t::try_from(self.written - self.started),
-        ) else {
-            return;
-        };
-        // SAFETY: plain system calls on a file descriptor this struct owns (open until it is
-        // dropped) with integer arguments; no memory is passed.
-        unsafe { libc::sync_file_range(fd, start, len, libc::SYNC_FILE_RANGE_WRITE) };
-        if let (Ok(from), Ok(len)) = (
-            libc::off_t::try_from(self.dropped),
-            libc::off_t::try_from(self.started.saturating_sub(self.dropped)),
-        ) {
-            if len > 0 {
-                // SAFETY: as above.
-                unsafe { libc::posix_fadvise(fd, from, len, libc::POSIX_FADV_DONTNEED) };
-            }
-        }
-        self.dropped = self.started;
-        self.started = self.written;
-    }
-
-    /// Elsewhere the page cache is left to the kernel.
-    #[cfg(not(target_os = "linux"))]
-    fn clean(&mut self) {
-        self.started = self.written;
     }
 }
 
@@ -1937,91 +1864,6 @@ mod tests {
         drop(idle_tx);
         idle.join().unwrap();
         assert_eq!(lines_in(&path), 10);
-    }
-
-    /// The log file keeps every byte written while the writer cleans the page cache behind
-    /// it: what was written back a round ago is no longer resident (tmpfs, which has no
-    /// write-back, is skipped), and a file opened with content is appended to.
-    #[test]
-    #[cfg(target_os = "linux")]
-    fn written_log_leaves_the_page_cache_and_keeps_every_byte() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("access.log");
-        std::fs::write(&path, b"old\n").unwrap();
-        let mut out = Output::new(open(&path).unwrap());
-        assert!(out.regular);
-        assert_eq!((out.written, out.started, out.dropped), (4, 4, 4));
-        let chunk = vec![b'x'; WRITE_BACK as usize];
-        let sync = out.file.try_clone().unwrap();
-        for round in 1..=3u64 {
-            out.write(&chunk).unwrap();
-            // Write-back of the round's range was started; the range before it is dropped.
-            assert_eq!(out.started, 4 + round * WRITE_BACK);
-            assert_eq!(out.dropped, 4 + (round - 1) * WRITE_BACK);
-            if round == 2 && !tmpfs(dir.path()) {
-                let resident = resident_pages(&path, WRITE_BACK as usize);
-                let pages = WRITE_BACK as usize / 4096;
-                assert!(
-                    resident < pages / 2,
-                    "{resident} of the first {pages} pages still cached"
-                );
-            }
-            // Let the write-back finish, so that the next round's drop is not skipped.
-            sync.sync_data().unwrap();
-        }
-        out.write(b"tail\n").unwrap();
-        assert_eq!(out.written, 4 + 3 * WRITE_BACK + 5);
-        let bytes = std::fs::read(&path).unwrap();
-        assert_eq!(bytes.len() as u64, out.written);
-        let (head, rest) = bytes.split_at(4);
-        let (xs, tail) = rest.split_at(rest.len() - 5);
-        assert_eq!((head, tail), (&b"old\n"[..], &b"tail\n"[..]));
-        assert!(xs.iter().all(|&b| b == b'x'));
-
-        // Not a regular file: nothing to clean, and writing works.
-        let mut null = Output::new(open(Path::new("/dev/null")).unwrap());
-        assert!(!null.regular);
-        null.write(&chunk).unwrap();
-        null.write(&chunk).unwrap();
-        assert_eq!(null.dropped, null.started);
-    }
-
-    /// Whether a directory is on tmpfs, whose pages cannot be dropped (they are the file).
-    #[cfg(target_os = "linux")]
-    fn tmpfs(dir: &Path) -> bool {
-        use std::os::unix::ffi::OsStrExt;
-        let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
-        let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
-        // SAFETY: a NUL-terminated path and a statfs buffer the call fills in.
-        let ok = unsafe { libc::statfs(c.as_ptr(), st.as_mut_ptr()) } == 0;
-        // SAFETY: filled in by the successful call (zeroed otherwise).
-        ok && unsafe { st.assume_init() }.f_type == libc::TMPFS_MAGIC
-    }
-
-    /// How many of the first `len` bytes' pages of a file are in the page cache (mincore).
-    #[cfg(target_os = "linux")]
-    fn resident_pages(path: &Path, len: usize) -> usize {
-        use std::os::fd::AsRawFd;
-        let file = File::open(path).unwrap();
-        let pages = len.div_ceil(4096);
-        let mut vec = vec![0u8; pages];
-        // SAFETY: a read-only shared mapping of `len` bytes of an open file at least that
-        // long, passed to mincore with a vector of one byte per page, then unmapped; the
-        // mapping is never read.
-        unsafe {
-            let addr = libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            );
-            assert_ne!(addr, libc::MAP_FAILED);
-            assert_eq!(libc::mincore(addr, len, vec.as_mut_ptr()), 0);
-            libc::munmap(addr, len);
-        }
-        vec.iter().filter(|&&b| b & 1 == 1).count()
     }
 
     #[test]

@@ -8,7 +8,8 @@
 #   flock /tmp/strata-bench.lock tools/bench/alternate.sh ROUNDS SECS NAME:BIN:LOG... [-- A/B...]
 #
 # Each NAME:BIN:LOG starts a node from binary BIN (a build of another commit, say), with the
-# access log off (LOG 0) or on (LOG 1, cloudfront, to a file under /tmp), pinned to the
+# access log off (LOG 0), on (LOG 1, cloudfront, to a file under /tmp) or on to /dev/null
+# (LOG null: the line is formatted and handed over, but writing it costs nothing), pinned to the
 # server CPU, in front of the bench origin. Every round runs wrk (1 KiB hits, 64
 # connections, SECS seconds) against each node, starting with a different one each round.
 # Prints every run (round, name, req/s) and, for each pair A/B named after `--` (default:
@@ -34,10 +35,15 @@ for spec in "${SPECS[@]}"; do
   IFS=: read -r name bin log <<<"$spec"
   mkdir -p "$WORK/$name"
   extra=""
-  if [[ $log == 1 ]]; then
+  case $log in
+    1) path=$WORK/$name/access.log ;;
+    null) path=/dev/null ;;
+    *) path="" ;;
+  esac
+  if [[ -n $path ]]; then
     extra="
 [access_log]
-path = \"$WORK/$name/access.log\"
+path = \"$path\"
 format = \"cloudfront\""
   fi
   node_config "$WORK/$name" "$name" "$port" "$extra"
