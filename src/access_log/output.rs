@@ -182,7 +182,11 @@ impl Output {
                 let held = b.held().to_vec();
                 let end = b.end() - held.len() as u64;
                 set_flags(&self.file, b.flags | libc::O_APPEND)?;
-                tracing::warn!(error = %e, "the access log's file system refused direct I/O; writing through the page cache");
+                tracing::warn!(
+                    error = %e,
+                    "the access log's file system refused direct I/O; \
+                     writing through the page cache"
+                );
                 self.how = cached(end);
                 self.write(&held)
             }

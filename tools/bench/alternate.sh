@@ -12,6 +12,8 @@
 # (LOG null: the line is formatted and handed over, but writing it costs nothing), pinned to the
 # server CPU, in front of the bench origin. Every round runs wrk (1 KiB hits, 64
 # connections, SECS seconds) against each node, starting with a different one each round.
+# A spec NAME@URL is a server started elsewhere (a peer with its log on or off, say): its
+# URL (scheme, host and port) is loaded the same way, at /s/1k.bin.
 # Prints every run (round, name, req/s) and, for each pair A/B named after `--` (default:
 # every node against the first), the median and quartiles of the per-round ratio A/B.
 set -euo pipefail
@@ -29,9 +31,15 @@ source "$ROOT/tools/bench/node_config.sh"
 trap stop_nodes EXIT
 
 NAMES=()
-PORTS=()
+URLS=()
 port=19300
 for spec in "${SPECS[@]}"; do
+  if [[ $spec == *@* ]]; then
+    NAMES+=("${spec%%@*}")
+    URLS+=("${spec#*@}")
+    taskset -c "${CLIENT_CPU:-1}" wrk -t1 -c64 -d2s "${spec#*@}/s/1k.bin" > /dev/null
+    continue
+  fi
   IFS=: read -r name bin log <<<"$spec"
   mkdir -p "$WORK/$name"
   extra=""
@@ -51,7 +59,7 @@ format = \"cloudfront\""
     > "$WORK/$name/stdout.log" 2>&1 &
   PIDS+=($!)
   NAMES+=("$name")
-  PORTS+=("$port")
+  URLS+=("http://127.0.0.1:$port")
   wait_ready "$port"
   taskset -c "${CLIENT_CPU:-1}" wrk -t1 -c64 -d2s "http://127.0.0.1:$port/s/1k.bin" > /dev/null
   port=$((port + 1))
@@ -63,7 +71,7 @@ for r in $(seq "$ROUNDS"); do
   for k in $(seq 0 $((n - 1))); do
     i=$(((k + r) % n))
     rps=$(taskset -c "${CLIENT_CPU:-1}" wrk -t1 -c64 -d"${SECS}s" \
-      "http://127.0.0.1:${PORTS[$i]}/s/1k.bin" | awk '/Requests\/sec/ {print $2}')
+      "${URLS[$i]}/s/1k.bin" | awk '/Requests\/sec/ {print $2}')
     printf '%s\t%s\t%s\n' "$r" "${NAMES[$i]}" "$rps" | tee -a "$WORK/runs.tsv"
   done
 done
