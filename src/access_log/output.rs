@@ -151,11 +151,8 @@ impl Output {
 
     /// Writes the block's bytes that have waited [`FLUSH`] by `now`.
     pub(super) fn tick(&mut self, now: Instant) -> io::Result<()> {
-        match &mut self.how {
-            How::Direct(b) if b.since.is_some_and(|s| now >= s + self.patience) => {
-                let result = b.sync(&self.file, true);
-                self.after(result)
-            }
+        match &self.how {
+            How::Direct(b) if b.since.is_some_and(|s| now >= s + self.patience) => self.flush(),
             _ => Ok(()),
         }
     }

@@ -19,12 +19,9 @@ BIN=${STRATA_BIN:-$ROOT/target/release/strata}
 BUFFER=${NGINX_BUFFER-buffer=64k flush=1s}
 WORK=$(mktemp -d /tmp/strata-nginx-log.XXXXXX)
 chmod 755 "$WORK" # nginx's workers (nobody) reach the cache through it
-NGINX_PIDS=()
-stop() {
-  for p in "${NGINX_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap stop EXIT
+PIDS=()
+source "$ROOT/tools/bench/node_config.sh"
+trap stop_nodes EXIT
 
 FORMAT='$time_iso8601\t$hostname\t$body_bytes_sent\t$remote_addr\t$request_method\t$host\t$uri\t$status\t$http_referer\t$http_user_agent\t$args\t-\t$upstream_cache_status\t$request_id\t$http_host\t$scheme\t$request_length\t$request_time\t$http_x_forwarded_for\t-\t-\t$upstream_cache_status\t$server_protocol\t-\t-\t$remote_port\t$upstream_header_time\t$upstream_cache_status\t$sent_http_content_type\t$sent_http_content_length\t-\t-\tdefault'
 
@@ -42,7 +39,7 @@ nginx_node() { # name port log(0|1)
     curl -sf -o /dev/null "http://127.0.0.1:$2/s/1k.bin" && break
     sleep 0.1
   done
-  NGINX_PIDS+=("$(cat "$d/nginx.pid")")
+  PIDS+=("$(cat "$d/nginx.pid")")
   curl -sf -o /dev/null "http://127.0.0.1:$2/s/1k.bin" || {
     echo "nginx $1 does not serve /s/1k.bin: $(tail -3 "$d/error.log")" >&2
     exit 1
