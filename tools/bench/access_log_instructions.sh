@@ -29,7 +29,7 @@ run() { # name extra-toml
   local d=$WORK/$1 port=19220
   rm -rf "$d"; mkdir -p "$d"
   node_config "$d" "$1" "$port" "$2"
-  taskset -c "${SERVER_CPU:-0}" valgrind --tool=callgrind --callgrind-out-file="$d/cg.%p" \
+  taskset -c "${SERVER_CPU:-0}" valgrind --tool=callgrind ${CALLGRIND_OPTS:-} --callgrind-out-file="$d/cg.%p" \
     "$BIN" serve --config "$d/strata.toml" > "$d/stdout.log" 2>&1 &
   PID=$!
   wait_ready "$port" 600
