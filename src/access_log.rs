@@ -1163,10 +1163,8 @@ fn cloudfront_fields(c: &mut Cursor, e: &Entry, l: &Line, host: Option<&[u8]>, c
     c.byte(b'\t');
     c.put(e.method.as_str().as_bytes());
     c.byte(b'\t');
-    // cs(Host) and x-host-header are the same value: escaped once, copied.
-    let host_at = c.at;
+    // cs(Host), and x-host-header below: the same value.
     c.field(host, clean);
-    let host_field = host_at..c.at;
     c.byte(b'\t');
     c.field(Some(e.path_bytes()), clean);
     c.byte(b'\t');
@@ -1183,13 +1181,7 @@ fn cloudfront_fields(c: &mut Cursor, e: &Entry, l: &Line, host: Option<&[u8]>, c
     c.byte(b'\t');
     c.put(l.id);
     c.byte(b'\t');
-    // Clean, the host is copied again from the entry (a fixed-size copy); escaped, the
-    // escaped bytes are copied within the line.
-    if clean {
-        c.field(host, true);
-    } else {
-        c.again(host_field);
-    }
+    c.field(host, clean);
     c.put(if e.tls { b"\thttps\t" } else { b"\thttp\t" });
     c.num(e.request_bytes);
     c.byte(b'\t');
@@ -1269,9 +1261,9 @@ fn copy_bytes(to: &mut [u8], s: &[u8]) {
 /// (those checks showed in profiles). Running past the room would panic on a bounds check —
 /// never write outside it.
 struct Cursor<'a> {
-    room: &'a mut [MaybeUninit<u8>],
-    /// How many bytes of `room` are written.
-    at: usize,
+    /// The room not written yet: a write splits its bytes off the front, one length check
+    /// (where a position into the whole room took two, and its arithmetic).
+    rest: &'a mut [MaybeUninit<u8>],
 }
 
 impl Cursor<'_> {
@@ -1280,23 +1272,23 @@ impl Cursor<'_> {
     fn write(out: &mut Vec<u8>, room: usize, f: impl FnOnce(&mut Cursor)) {
         out.reserve(room);
         let mut c = Cursor {
-            room: &mut out.spare_capacity_mut()[..room],
-            at: 0,
+            rest: &mut out.spare_capacity_mut()[..room],
         };
         f(&mut c);
-        let written = c.at;
+        let written = room - c.rest.len();
         // SAFETY: `written` <= `room` <= the spare capacity, and the cursor initialised the
-        // first `written` bytes of it: every write stores bytes at `at..` before moving
-        // `at` past them (`again` copies bytes the cursor itself wrote).
+        // first `written` bytes of it: `rest` only ever loses bytes from its front, and
+        // every write stores the bytes it splits off.
         unsafe { out.set_len(out.len() + written) };
     }
 
     /// Copies `s` (see [`copy_short`]).
     #[inline(always)]
     fn put(&mut self, s: &[u8]) {
-        let end = self.at + s.len();
+        let (to, rest) = std::mem::take(&mut self.rest).split_at_mut(s.len());
+        self.rest = rest;
         copy_short(
-            &mut self.room[self.at..end],
+            to,
             s,
             |to, s| {
                 to.write_copy_of_slice(s);
@@ -1305,13 +1297,15 @@ impl Cursor<'_> {
                 to.write(b);
             },
         );
-        self.at = end;
     }
 
     #[inline(always)]
     fn byte(&mut self, b: u8) {
-        self.room[self.at].write(b);
-        self.at += 1;
+        let (at, rest) = std::mem::take(&mut self.rest)
+            .split_first_mut()
+            .expect("a line is written within its room");
+        at.write(b);
+        self.rest = rest;
     }
 
     #[inline(always)]
@@ -1326,13 +1320,6 @@ impl Cursor<'_> {
         } else {
             self.num(u64::from(s));
         }
-    }
-
-    /// Bytes written earlier in this line, again.
-    fn again(&mut self, earlier: std::ops::Range<usize>) {
-        let n = earlier.len();
-        self.room.copy_within(earlier, self.at);
-        self.at += n;
     }
 
     /// Microseconds as seconds with three decimals (`0.004`, rounded half up), as
@@ -1357,21 +1344,25 @@ impl Cursor<'_> {
         match v {
             None | Some(b"") => self.byte(b'-'),
             Some(s) if clean => self.put(s),
-            Some(s) => self.at = escaped(self.room, self.at, s),
+            Some(s) => {
+                let written = escaped(self.rest, s);
+                self.rest = &mut std::mem::take(&mut self.rest)[written..];
+            }
         }
     }
 }
 
-/// Writes `s` into `room` from `at`, escaped, and says where it ended. A function of the
-/// position rather than a method of [`Cursor`]: a cursor passed by address to a call that
-/// is not inlined is one that every store through `room` may alias, so the compiler keeps
-/// its position in memory, loading and storing it around every byte of the line.
+/// Writes `s` at the start of `room`, escaped, and says how many bytes that took. A
+/// function of the room rather than a method of [`Cursor`]: a cursor passed by address to a
+/// call that is not inlined is one that every store through its room may alias, so the
+/// compiler keeps it in memory, loading and storing it around every byte of the line.
 #[inline(never)]
-fn escaped(room: &mut [MaybeUninit<u8>], mut at: usize, s: &[u8]) -> usize {
+fn escaped(room: &mut [MaybeUninit<u8>], s: &[u8]) -> usize {
     if clean(s) {
-        room[at..at + s.len()].write_copy_of_slice(s);
-        return at + s.len();
+        room[..s.len()].write_copy_of_slice(s);
+        return s.len();
     }
+    let mut at = 0;
     let hex = b"0123456789ABCDEF";
     for &b in s {
         if needs_escape(b) {
