@@ -9,6 +9,8 @@
 #
 # Each node runs under callgrind; after a warm-up its counters are zeroed, wrk sends hits for
 # DURATION seconds (default 8), the counters are dumped, and Ir / requests is printed.
+# KEEP=1 keeps the profiles (callgrind_annotate them, or diff the two nodes'); CALLGRIND_OPTS
+# adds valgrind options, e.g. `--dump-instr=yes` for costs per instruction.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 REPS=${1:-2}
