@@ -1604,7 +1604,7 @@ mod tests {
         }
     }
 
-    /// Both ways of [`clean`], whichever this processor uses.
+    /// Every way of [`clean`] built for this target.
     fn cleans() -> Vec<fn(&[u8]) -> bool> {
         #[cfg(target_arch = "x86_64")]
         return vec![clean_words, clean_sse2];
@@ -1613,13 +1613,13 @@ mod tests {
     }
 
     #[test]
-    fn the_word_test_agrees_with_the_table() {
+    fn the_escape_tests_agree_with_the_table() {
         for clean in cleans() {
-            word_test_agrees_with_the_table(clean);
+            escape_test_agrees_with_the_table(clean);
         }
     }
 
-    fn word_test_agrees_with_the_table(clean: fn(&[u8]) -> bool) {
+    fn escape_test_agrees_with_the_table(clean: fn(&[u8]) -> bool) {
         // Every byte value at every position of two blocks and of the tail.
         for b in 0..=255u8 {
             for at in 0..37 {
