@@ -576,7 +576,7 @@ impl AccessLog {
             let id = local.ids.next();
             let day = local.day.of(e.start);
             let b = &mut local.batches[i];
-            match b.format {
+            let fitted = match b.format {
                 AccessLogFormat::Cloudfront => {
                     let ip = local.ip.of(e.client.ip());
                     let line = Line {
@@ -590,9 +590,14 @@ impl AccessLog {
                 AccessLogFormat::Json => {
                     json_line(&mut b.buf, e, day, &self.node_id, &id);
                     b.buf.push(b'\n');
+                    true
                 }
+            };
+            if fitted {
+                b.wrote(e.start);
+            } else {
+                self.dropped.inc();
             }
-            b.wrote(e.start);
         });
     }
 
@@ -1105,7 +1110,9 @@ fn clean_words(s: &[u8]) -> bool {
 
 /// [`Cursor::field`] into a Vec (the node id, escaped once).
 fn field(out: &mut Vec<u8>, v: Option<&[u8]>) {
-    Cursor::write(out, 1 + 3 * v.map_or(0, <[u8]>::len), |c| c.field(v, false));
+    // A value escaped takes at most three bytes a byte, an absent one the `-`.
+    let fitted = Cursor::write(out, 1 + 3 * v.map_or(0, <[u8]>::len), |c| c.field(v, false));
+    debug_assert!(fitted);
 }
 
 /// An address as text: IPv4 by hand (the `fmt` machinery showed in profiles), IPv6 by
@@ -1140,7 +1147,9 @@ struct Line<'a> {
 /// address, result types, protocol names, the empty fields and the tabs, with slack.
 const LINE_FIXED: usize = 512;
 
-fn cloudfront_line(out: &mut Vec<u8>, e: &Entry, l: &Line) {
+/// Writes the entry's line into `out`; false (and nothing written) if it did not fit the room
+/// worked out for it, which would be a bug here.
+fn cloudfront_line(out: &mut Vec<u8>, e: &Entry, l: &Line) -> bool {
     let host = e.host();
     // An escaped byte takes three; the host is written twice.
     let room = LINE_FIXED
@@ -1148,7 +1157,7 @@ fn cloudfront_line(out: &mut Vec<u8>, e: &Entry, l: &Line) {
         + e.method.as_str().len()
         + 3 * (e.texts.len() + host.map_or(0, <[u8]>::len));
     let clean = e.texts.clean();
-    Cursor::write(out, room, |c| cloudfront_fields(c, e, l, host, clean));
+    Cursor::write(out, room, |c| cloudfront_fields(c, e, l, host, clean))
 }
 
 /// The fields, each text escaped unless `clean` says no text needs it.
@@ -1258,34 +1267,52 @@ fn copy_bytes(to: &mut [u8], s: &[u8]) {
 
 /// Writes into a Vec's spare capacity, reserved up front for the longest line the entry can
 /// make: each write is a bounds-checked store rather than a push that checks for growth
-/// (those checks showed in profiles). Running past the room would panic on a bounds check —
-/// never write outside it.
+/// (those checks showed in profiles). A write that would run past the room writes nothing
+/// and marks the cursor `short`, and [`write`](Self::write) then keeps none of the line: the
+/// room is an upper bound, so that is a bug, but one that loses a line rather than failing
+/// the request.
 struct Cursor<'a> {
     /// The room not written yet: a write splits its bytes off the front, one length check
     /// (where a position into the whole room took two, and its arithmetic).
     rest: &'a mut [MaybeUninit<u8>],
+    short: bool,
 }
 
-impl Cursor<'_> {
+impl<'a> Cursor<'a> {
     /// Runs `f` on a cursor over `room` bytes of `out`'s spare capacity, then makes what it
-    /// wrote part of `out`.
-    fn write(out: &mut Vec<u8>, room: usize, f: impl FnOnce(&mut Cursor)) {
+    /// wrote part of `out`; says whether it all fitted (if not, `out` is left as it was).
+    fn write(out: &mut Vec<u8>, room: usize, f: impl FnOnce(&mut Cursor)) -> bool {
         out.reserve(room);
         let mut c = Cursor {
             rest: &mut out.spare_capacity_mut()[..room],
+            short: false,
         };
         f(&mut c);
+        if c.short {
+            return false;
+        }
         let written = room - c.rest.len();
         // SAFETY: `written` <= `room` <= the spare capacity, and the cursor initialised the
         // first `written` bytes of it: `rest` only ever loses bytes from its front, and
         // every write stores the bytes it splits off.
         unsafe { out.set_len(out.len() + written) };
+        true
+    }
+
+    /// Takes the room from the cursor: the caller puts back what it leaves, and on running
+    /// short marks the cursor and leaves it none.
+    #[inline(always)]
+    fn take(&mut self) -> &'a mut [MaybeUninit<u8>] {
+        std::mem::take(&mut self.rest)
     }
 
     /// Copies `s` (see [`copy_short`]).
     #[inline(always)]
     fn put(&mut self, s: &[u8]) {
-        let (to, rest) = std::mem::take(&mut self.rest).split_at_mut(s.len());
+        let Some((to, rest)) = self.take().split_at_mut_checked(s.len()) else {
+            self.short = true;
+            return;
+        };
         self.rest = rest;
         copy_short(
             to,
@@ -1301,9 +1328,10 @@ impl Cursor<'_> {
 
     #[inline(always)]
     fn byte(&mut self, b: u8) {
-        let (at, rest) = std::mem::take(&mut self.rest)
-            .split_first_mut()
-            .expect("a line is written within its room");
+        let Some((at, rest)) = self.take().split_first_mut() else {
+            self.short = true;
+            return;
+        };
         at.write(b);
         self.rest = rest;
     }
@@ -1345,37 +1373,44 @@ impl Cursor<'_> {
             None | Some(b"") => self.byte(b'-'),
             Some(s) if clean => self.put(s),
             Some(s) => {
-                let written = escaped(self.rest, s);
-                self.rest = &mut std::mem::take(&mut self.rest)[written..];
+                let room = self.take();
+                match escaped(room, s) {
+                    Some(written) => self.rest = &mut room[written..],
+                    None => self.short = true,
+                }
             }
         }
     }
 }
 
-/// Writes `s` at the start of `room`, escaped, and says how many bytes that took. A
+/// Writes `s` at the start of `room`, escaped, and says how many bytes that took (`None`
+/// when they do not fit). A
 /// function of the room rather than a method of [`Cursor`]: a cursor passed by address to a
 /// call that is not inlined is one that every store through its room may alias, so the
 /// compiler keeps it in memory, loading and storing it around every byte of the line.
 #[inline(never)]
-fn escaped(room: &mut [MaybeUninit<u8>], s: &[u8]) -> usize {
+fn escaped(room: &mut [MaybeUninit<u8>], s: &[u8]) -> Option<usize> {
     if clean(s) {
-        room[..s.len()].write_copy_of_slice(s);
-        return s.len();
+        room.get_mut(..s.len())?.write_copy_of_slice(s);
+        return Some(s.len());
     }
     let mut at = 0;
     let hex = b"0123456789ABCDEF";
     for &b in s {
         if needs_escape(b) {
-            room[at].write(b'%');
-            room[at + 1].write(hex[usize::from(b >> 4)]);
-            room[at + 2].write(hex[usize::from(b & 0xf)]);
+            let [p, hi, lo] = room.get_mut(at..at + 3)? else {
+                return None;
+            };
+            p.write(b'%');
+            hi.write(hex[usize::from(b >> 4)]);
+            lo.write(hex[usize::from(b & 0xf)]);
             at += 3;
         } else {
-            room[at].write(b);
+            room.get_mut(at)?.write(b);
             at += 1;
         }
     }
-    at
+    Some(at)
 }
 
 /// A JSON line's fields, borrowed from the entry: serialised straight into the buffer.
@@ -1543,6 +1578,30 @@ mod tests {
 
     /// Texts copy every length, inline (the fixed-size copies) and spilled, and the clean
     /// check looks at both.
+    #[test]
+    fn a_line_past_its_room_is_not_kept() {
+        // Each way of writing, one byte short of the room: nothing of the line stays (what
+        // was written before the short write included), `out` is as it was, and a write
+        // that fits exactly is kept.
+        type Write = fn(&mut Cursor);
+        let writes: [(&str, Write); 4] = [
+            ("put", |c| c.put(b"abcdef")),
+            ("byte", |c| {
+                c.put(b"abcde");
+                c.byte(b'f');
+            }),
+            ("clean field", |c| c.field(Some(b"abcdef"), true)),
+            ("escaped field", |c| c.field(Some(b"ab c"), false)),
+        ];
+        for (name, write) in writes {
+            let mut out = b"earlier\n".to_vec();
+            assert!(!Cursor::write(&mut out, 5, write), "{name}");
+            assert_eq!(out, b"earlier\n", "{name}");
+            assert!(Cursor::write(&mut out, 6, write), "{name}");
+            assert_eq!(out.len(), b"earlier\n".len() + 6, "{name}");
+        }
+    }
+
     #[test]
     fn texts_copy_every_length() {
         let src: Vec<u8> = (0..40u8).map(|i| b'a' + i % 26).collect();
@@ -1799,7 +1858,7 @@ mod tests {
                 Some(clean) => Cursor::write(&mut out, 4096, |c| {
                     cloudfront_fields(c, e, &line, e.host(), clean)
                 }),
-            }
+            };
             String::from_utf8(out).unwrap()
         };
         let p = parts(

@@ -197,7 +197,7 @@ impl Metrics {
         let access_log_dropped = Counter::default();
         registry.register(
             "strata_access_log_dropped",
-            "Access log lines dropped because the writer was behind",
+            "Access log lines dropped because the writer was behind (or a line outgrew its buffer room, a bug)",
             access_log_dropped.clone(),
         );
         let reloads = Family::<ReloadLabels, Counter>::default();
