@@ -14,8 +14,11 @@
 # connections, SECS seconds) against each node, starting with a different one each round.
 # A spec NAME@URL is a server started elsewhere (a peer with its log on or off, say): its
 # URL (scheme, host and port) is loaded the same way, at /s/1k.bin.
-# Prints every run (round, name, req/s) and, for each pair A/B named after `--` (default:
-# every node against the first), the median and quartiles of the per-round ratio A/B.
+# Prints every run (round, name, req/s, and for a node started here its CPU time — all its
+# threads, user and system — per request in µs) and, for each pair A/B named after `--`
+# (default: every node against the first), the median and quartiles of the per-round ratio
+# A/B with a 95 % bootstrap interval of that median; for two nodes started here, the same of
+# the ratio of B's CPU per request to A's (read like req/s: below 1, A costs more).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 ROUNDS=${1:?rounds}
@@ -32,11 +35,13 @@ trap stop_nodes EXIT
 
 NAMES=()
 URLS=()
+NODE_PIDS=()
 port=19300
 for spec in "${SPECS[@]}"; do
   if [[ $spec == *@* ]]; then
     NAMES+=("${spec%%@*}")
     URLS+=("${spec#*@}")
+    NODE_PIDS+=("")
     taskset -c "${CLIENT_CPU:-1}" wrk -t1 -c64 -d2s "${spec#*@}/s/1k.bin" > /dev/null
     continue
   fi
@@ -58,6 +63,7 @@ format = \"cloudfront\""
   taskset -c "${SERVER_CPU:-0}" "$bin" serve --config "$WORK/$name/strata.toml" \
     > "$WORK/$name/stdout.log" 2>&1 &
   PIDS+=($!)
+  NODE_PIDS+=($!)
   NAMES+=("$name")
   URLS+=("http://127.0.0.1:$port")
   wait_ready "$port"
@@ -66,28 +72,59 @@ format = \"cloudfront\""
 done
 [[ ${#PAIRS[@]} -eq 0 ]] && for n in "${NAMES[@]:1}"; do PAIRS+=("$n/${NAMES[0]}"); done
 
+# cpu_ns PID: CPU time (user and system) of all the process's threads so far, in ns, from
+# the scheduler's own accounting (finer than the 10-ms ticks of /proc/PID/stat).
+cpu_ns() {
+  cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {print s + 0}'
+}
+
 n=${#NAMES[@]}
 for r in $(seq "$ROUNDS"); do
   for k in $(seq 0 $((n - 1))); do
     i=$(((k + r) % n))
-    rps=$(taskset -c "${CLIENT_CPU:-1}" wrk -t1 -c64 -d"${SECS}s" \
-      "${URLS[$i]}/s/1k.bin" | awk '/Requests\/sec/ {print $2}')
-    printf '%s\t%s\t%s\n' "$r" "${NAMES[$i]}" "$rps" | tee -a "$WORK/runs.tsv"
+    pid=${NODE_PIDS[$i]}
+    before=$([[ -n $pid ]] && cpu_ns "$pid" || echo 0)
+    out=$(taskset -c "${CLIENT_CPU:-1}" wrk -t1 -c64 -d"${SECS}s" "${URLS[$i]}/s/1k.bin")
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
+    cpu=-
+    if [[ -n $pid ]]; then
+      cpu=$(awk -v a="$before" -v b="$(cpu_ns "$pid")" -v n="$requests" \
+        'BEGIN {printf "%.3f", (b - a) / 1000 / n}')
+    fi
+    printf '%s\t%s\t%s\t%s\n' "$r" "${NAMES[$i]}" "$rps" "$cpu" | tee -a "$WORK/runs.tsv"
   done
 done
 
 python3 - "$WORK/runs.tsv" "${PAIRS[@]}" <<'PY'
-import collections, statistics, sys
+import collections, random, statistics, sys
 runs = collections.defaultdict(dict)
+cpu = collections.defaultdict(dict)
 for line in open(sys.argv[1]):
-    r, name, rps = line.split('\t')
+    r, name, rps, us = line.rstrip('\n').split('\t')
     runs[name][r] = float(rps)
+    if us != '-':
+        cpu[name][r] = float(us)
+
+def summary(ratios):
+    """Median, quartiles and a 95 % bootstrap interval of the median."""
+    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    rng = random.Random(1)
+    meds = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(2000))
+    return (f'{statistics.median(ratios):.3f} (quartiles {q[0]:.3f}-{q[2]:.3f}; 95 % interval '
+            f'of the median {meds[50]:.3f}-{meds[1949]:.3f}; {len(ratios)} rounds)')
+
 for name, by_round in runs.items():
-    print(f'{name}: median {statistics.median(by_round.values()):.0f} req/s')
+    line = f'{name}: median {statistics.median(by_round.values()):.0f} req/s'
+    if cpu[name]:
+        line += f', {statistics.median(cpu[name].values()):.2f} CPU us/request'
+    print(line)
 for pair in sys.argv[2:]:
     a, b = pair.split('/')
     ratios = [runs[a][r] / runs[b][r] for r in runs[a] if r in runs[b]]
-    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
-    print(f'{a}/{b}: per-round median {statistics.median(ratios):.3f} '
-          f'(quartiles {q[0]:.3f}-{q[2]:.3f}, {len(ratios)} rounds)')
+    print(f'{a}/{b}: req/s, per-round median {summary(ratios)}')
+    # CPU per request the other way up (b's over a's), so that it reads like req/s.
+    ratios = [cpu[b][r] / cpu[a][r] for r in cpu[a] if r in cpu[b]]
+    if ratios:
+        print(f'{a}/{b}: CPU per request, {b} over {a}, per-round median {summary(ratios)}')
 PY
