@@ -12,7 +12,7 @@ use http::{HeaderMap, HeaderValue, Method, Request};
 use prometheus_client::metrics::counter::Counter;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
-use strata::access_log::{AccessLog, Entry};
+use strata::access_log::{recycle, AccessLog, Entry};
 use strata::config::{AccessLogConfig, AccessLogFormat};
 use strata::proxy::hop::Outcome;
 
@@ -88,6 +88,7 @@ fn bench(c: &mut Criterion) {
                 e.body_bytes = 1024;
                 e.set_behaviour("default");
                 log.write(black_box(&e));
+                recycle(e);
             })
         });
     }

@@ -27,7 +27,7 @@ use parking_lot::{Condvar, Mutex};
 use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::mem::MaybeUninit;
@@ -141,6 +141,20 @@ struct Texts {
 
 const INLINE: usize = 256;
 const ABSENT: (u32, u32) = (u32::MAX, u32::MAX);
+/// The most spill a recycled entry keeps for the next request (a long header's worth).
+const SPILL_KEPT: usize = 4096;
+
+thread_local! {
+    /// The thread's written entry, kept for its next request: taking it back saves an
+    /// allocation, its release and zeroing the inline text (together about 100
+    /// instructions a request, some 5 % of what the log adds).
+    static SPARE: Cell<Option<Box<Entry>>> = const { Cell::new(None) };
+}
+
+/// Gives a written entry back to this thread, for [`Entry::request`] to reuse.
+pub fn recycle(e: Box<Entry>) {
+    SPARE.with(|spare| spare.set(Some(e)));
+}
 
 impl Texts {
     fn new() -> Texts {
@@ -149,6 +163,18 @@ impl Texts {
             used: 0,
             spill: Vec::new(),
             spans: [ABSENT; 8],
+        }
+    }
+
+    /// Forgets every field. The inline bytes are left as they are (they are read only
+    /// through `spans`), so a reused entry is not zeroed again; a large spill is let go.
+    fn clear(&mut self) {
+        self.used = 0;
+        self.spans = [ABSENT; 8];
+        if self.spill.capacity() > SPILL_KEPT {
+            self.spill = Vec::new();
+        } else {
+            self.spill.clear();
         }
     }
 
@@ -207,35 +233,46 @@ impl Texts {
 
 impl Entry {
     /// Captures the request's side of an entry: one pass over the header section (a
-    /// lookup per header would hash each name), copying only the values logged. Boxed
-    /// here, where the entry is built in its allocation (boxing a returned entry copied
-    /// it twice), so that the request's future holds a pointer rather than the entry.
+    /// lookup per header would hash each name), copying only the values logged. The entry
+    /// is the thread's last one, written and given back by [`recycle`] (see there), or a new
+    /// allocation; boxed so that the request's future holds a pointer rather than the entry.
     pub fn request(
         start: Instant,
         client: SocketAddr,
         tls: bool,
         parts: &http::request::Parts,
     ) -> Box<Entry> {
-        // Allocated first and then written: `Box::new` builds the entry on the stack and
-        // copies it over (a few hundred bytes), as its value is made before the allocation.
-        let mut e = Box::write(
-            Box::new_uninit(),
-            Entry {
-                start,
-                client,
-                tls,
-                method: parts.method.clone(),
-                version: parts.version,
-                texts: Texts::new(),
-                request_bytes: 0,
-                status: 0,
-                outcome: Outcome::Error,
-                body_bytes: 0,
-                content_length: None,
-                ttfb_us: 0,
-                time_taken_us: 0,
-            },
-        );
+        let mut e = SPARE.with(Cell::take).unwrap_or_else(Entry::blank);
+        // Every field named, so that a field added later cannot keep the last request's
+        // value by being forgotten here.
+        let Entry {
+            start: e_start,
+            client: e_client,
+            tls: e_tls,
+            method,
+            version,
+            texts,
+            request_bytes,
+            status,
+            outcome,
+            body_bytes,
+            content_length,
+            ttfb_us,
+            time_taken_us,
+        } = &mut *e;
+        *e_start = start;
+        *e_client = client;
+        *e_tls = tls;
+        *method = parts.method.clone();
+        *version = parts.version;
+        texts.clear();
+        *request_bytes = 0;
+        *status = 0;
+        *outcome = Outcome::Error;
+        *body_bytes = 0;
+        *content_length = None;
+        *ttfb_us = 0;
+        *time_taken_us = 0;
         let t = &mut e.texts;
         t.set(PATH, parts.uri.path().as_bytes());
         if let Some(q) = parts.uri.query() {
@@ -264,6 +301,31 @@ impl Entry {
             t.set(field, value.as_bytes());
         }
         e
+    }
+
+    /// A new entry for [`request`](Self::request) to fill in. Allocated first and then
+    /// written: `Box::new` builds the entry on the stack and copies it over (a few hundred
+    /// bytes), as its value is made before the allocation.
+    #[cold]
+    fn blank() -> Box<Entry> {
+        Box::write(
+            Box::new_uninit(),
+            Entry {
+                start: Instant::now(),
+                client: SocketAddr::from(([0, 0, 0, 0], 0)),
+                tls: false,
+                method: Method::GET,
+                version: Version::HTTP_11,
+                texts: Texts::new(),
+                request_bytes: 0,
+                status: 0,
+                outcome: Outcome::Error,
+                body_bytes: 0,
+                content_length: None,
+                ttfb_us: 0,
+                time_taken_us: 0,
+            },
+        )
     }
 
     /// Fills in the response head. `length` is the body's length when it is in memory (it
@@ -818,6 +880,9 @@ pub fn logged(
     if in_memory.is_some() {
         e.body_bytes = length.unwrap_or(0);
         write_entry(proxy, e);
+        if let Some(e) = entry.take() {
+            recycle(e);
+        }
         return;
     }
     let streamed = std::mem::replace(resp.body_mut(), ProxyBody::Empty);
@@ -876,6 +941,7 @@ impl Drop for Counted {
         if let Some(mut e) = self.entry.take() {
             e.time_taken_us = micros(e.start.elapsed());
             write_entry(&self.proxy, &mut e);
+            recycle(e);
         }
     }
 }
@@ -1836,6 +1902,62 @@ mod tests {
         assert_eq!(e.header(USER_AGENT), Some(ua.as_bytes()));
         assert_eq!(e.header(REFERER), Some(&b"https://r.example/"[..]));
         assert_eq!(e.path(), "/p");
+    }
+
+    /// An entry taken back for the next request keeps nothing of the last one: its line is
+    /// the line a new entry makes, field for field, after a request with every field set
+    /// (one spilled), a response and a behaviour.
+    #[test]
+    fn a_recycled_entry_keeps_nothing_of_the_last_request() {
+        let mut day = DayTime::default();
+        let mut line_of = |e: &Entry| {
+            let line = Line {
+                day: day.at(1_575_493_351),
+                location: b"node",
+                id: &[b'a'; 32],
+                ip: b"10.0.0.1",
+            };
+            let mut out = Vec::new();
+            assert!(cloudfront_line(&mut out, e, &line));
+            String::from_utf8(out).unwrap()
+        };
+        let start = Instant::now();
+        let client = "10.0.0.1:4000".parse().unwrap();
+        let plain = parts("/plain", &[]);
+        SPARE.with(Cell::take);
+        let new = Entry::request(start, client, false, &plain);
+        let expected = line_of(&new);
+        drop(new);
+
+        let ua = "u".repeat(600);
+        let full = parts(
+            "http://a.example/full/path?q=1",
+            &[
+                ("host", "h.example"),
+                ("referer", "https://r.example/"),
+                ("user-agent", &ua),
+                ("x-forwarded-for", "192.0.2.1"),
+                ("content-length", "12"),
+            ],
+        );
+        let mut e = Entry::request(start, "[2001:db8::1]:9".parse().unwrap(), true, &full);
+        e.set_behaviour("/full/*");
+        let mut resp = HeaderMap::new();
+        resp.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/x"),
+        );
+        e.response(404, &resp, Outcome::Miss, Duration::from_millis(7), Some(9));
+        e.body_bytes = 9;
+        e.time_taken_us = 12_345;
+        let used = &*e as *const Entry;
+        recycle(e);
+
+        let again = Entry::request(start, client, false, &plain);
+        assert_eq!(&*again as *const Entry, used, "the entry was reused");
+        assert_eq!(line_of(&again), expected);
+        assert_eq!(again.request_bytes, 0);
+        assert_eq!(again.version, plain.version);
     }
 
     /// The line of an entry whose text needs no escaping is copied as is, and is the line
