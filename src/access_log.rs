@@ -151,9 +151,10 @@ thread_local! {
     static SPARE: Cell<Option<Box<Entry>>> = const { Cell::new(None) };
 }
 
-/// Gives a written entry back to this thread, for [`Entry::request`] to reuse.
+/// Gives a written entry back to this thread, for [`Entry::request`] to reuse. A thread
+/// already ending (a body dropped as its runtime shuts down) just frees it.
 pub fn recycle(e: Box<Entry>) {
-    SPARE.with(|spare| spare.set(Some(e)));
+    let _ = SPARE.try_with(|spare| spare.set(Some(e)));
 }
 
 impl Texts {
@@ -242,7 +243,11 @@ impl Entry {
         tls: bool,
         parts: &http::request::Parts,
     ) -> Box<Entry> {
-        let mut e = SPARE.with(Cell::take).unwrap_or_else(Entry::blank);
+        let mut e = SPARE
+            .try_with(Cell::take)
+            .ok()
+            .flatten()
+            .unwrap_or_else(Entry::blank);
         // Every field named, so that a field added later cannot keep the last request's
         // value by being forgotten here.
         let Entry {
@@ -1958,6 +1963,39 @@ mod tests {
         assert_eq!(line_of(&again), expected);
         assert_eq!(again.request_bytes, 0);
         assert_eq!(again.version, plain.version);
+    }
+
+    /// An entry given back while its thread's locals are being destroyed (a body dropped
+    /// as a runtime shuts down) is freed, not a panic — which, in a thread-local's
+    /// destructor, would abort the process. The holder below is registered before
+    /// `SPARE`, so it is destroyed after it.
+    #[test]
+    fn an_entry_given_back_as_its_thread_ends_is_freed() {
+        struct Holder(Option<Box<Entry>>);
+        impl Drop for Holder {
+            fn drop(&mut self) {
+                if let Some(e) = self.0.take() {
+                    recycle(e);
+                }
+            }
+        }
+        thread_local! {
+            static HOLDER: RefCell<Holder> = const { RefCell::new(Holder(None)) };
+        }
+        std::thread::spawn(|| {
+            HOLDER.with(|h| h.borrow_mut().0 = None);
+            let client = "10.0.0.1:4000".parse().unwrap();
+            let e = Entry::request(Instant::now(), client, false, &parts("/", &[]));
+            recycle(Entry::request(
+                Instant::now(),
+                client,
+                false,
+                &parts("/", &[]),
+            ));
+            HOLDER.with(|h| h.borrow_mut().0 = Some(e));
+        })
+        .join()
+        .unwrap();
     }
 
     /// The line of an entry whose text needs no escaping is copied as is, and is the line
