@@ -18,7 +18,8 @@
 # threads, user and system — per request in µs) and, for each pair A/B named after `--`
 # (default: every node against the first), the median and quartiles of the per-round ratio
 # A/B with a 95 % bootstrap interval of that median; for two nodes started here, the same of
-# the ratio of B's CPU per request to A's (read like req/s: below 1, A costs more).
+# the ratio of B's CPU per request to A's (read like req/s: below 1, A costs more). Save
+# the output of runs at different hours and pool them with tools/bench/rounds.py.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 ROUNDS=${1:?rounds}
@@ -96,35 +97,4 @@ for r in $(seq "$ROUNDS"); do
   done
 done
 
-python3 - "$WORK/runs.tsv" "${PAIRS[@]}" <<'PY'
-import collections, random, statistics, sys
-runs = collections.defaultdict(dict)
-cpu = collections.defaultdict(dict)
-for line in open(sys.argv[1]):
-    r, name, rps, us = line.rstrip('\n').split('\t')
-    runs[name][r] = float(rps)
-    if us != '-':
-        cpu[name][r] = float(us)
-
-def summary(ratios):
-    """Median, quartiles and a 95 % bootstrap interval of the median."""
-    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
-    rng = random.Random(1)
-    meds = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(2000))
-    return (f'{statistics.median(ratios):.3f} (quartiles {q[0]:.3f}-{q[2]:.3f}; 95 % interval '
-            f'of the median {meds[50]:.3f}-{meds[1949]:.3f}; {len(ratios)} rounds)')
-
-for name, by_round in runs.items():
-    line = f'{name}: median {statistics.median(by_round.values()):.0f} req/s'
-    if cpu[name]:
-        line += f', {statistics.median(cpu[name].values()):.2f} CPU us/request'
-    print(line)
-for pair in sys.argv[2:]:
-    a, b = pair.split('/')
-    ratios = [runs[a][r] / runs[b][r] for r in runs[a] if r in runs[b]]
-    print(f'{a}/{b}: req/s, per-round median {summary(ratios)}')
-    # CPU per request the other way up (b's over a's), so that it reads like req/s.
-    ratios = [cpu[b][r] / cpu[a][r] for r in cpu[a] if r in cpu[b]]
-    if ratios:
-        print(f'{a}/{b}: CPU per request, {b} over {a}, per-round median {summary(ratios)}')
-PY
+"$ROOT/tools/bench/rounds.py" "$WORK/runs.tsv" -- "${PAIRS[@]}"
