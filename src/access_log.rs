@@ -884,9 +884,8 @@ pub fn logged(
     );
     if in_memory.is_some() {
         e.body_bytes = length.unwrap_or(0);
-        write_entry(proxy, e);
         if let Some(e) = entry.take() {
-            recycle(e);
+            write_entry(proxy, e);
         }
         return;
     }
@@ -900,13 +899,14 @@ pub fn logged(
     *resp.body_mut() = ProxyBody::Stream(Box::pin(counted), exact);
 }
 
-/// Writes an entry's line. A request refused before routing names the behaviour its path
-/// routes to.
-fn write_entry(proxy: &Proxy, e: &mut Entry) {
+/// Writes an entry's line and gives the entry back to the thread ([`recycle`]). A request
+/// refused before routing names the behaviour its path routes to.
+fn write_entry(proxy: &Proxy, mut e: Box<Entry>) {
     if e.behaviour().is_none() {
         proxy.with_config(|c| e.set_behaviour(c.route(e.path()).name()));
     }
-    proxy.access_log.write(e);
+    proxy.access_log.write(&e);
+    recycle(e);
 }
 
 /// A streamed body that counts what it yields and logs its entry when dropped.
@@ -945,8 +945,7 @@ impl Drop for Counted {
     fn drop(&mut self) {
         if let Some(mut e) = self.entry.take() {
             e.time_taken_us = micros(e.start.elapsed());
-            write_entry(&self.proxy, &mut e);
-            recycle(e);
+            write_entry(&self.proxy, e);
         }
     }
 }
