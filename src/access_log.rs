@@ -1646,8 +1646,6 @@ mod tests {
         }
     }
 
-    /// Texts copy every length, inline (the fixed-size copies) and spilled, and the clean
-    /// check looks at both.
     #[test]
     fn a_line_past_its_room_is_not_kept() {
         // Each way of writing, one byte short of the room: nothing of the line stays (what
@@ -1672,6 +1670,8 @@ mod tests {
         }
     }
 
+    /// Texts copy every length, inline (the fixed-size copies) and spilled, and the clean
+    /// check looks at both.
     #[test]
     fn texts_copy_every_length() {
         let src: Vec<u8> = (0..40u8).map(|i| b'a' + i % 26).collect();
@@ -1908,22 +1908,36 @@ mod tests {
         assert_eq!(e.path(), "/p");
     }
 
+    /// An entry's CloudFront line at a fixed second, with a fixed node, id and address: by
+    /// [`cloudfront_line`] (`clean` None), or with its texts taken as clean or not (`Some`)
+    /// in a room of 4 KiB; and whether it fitted.
+    fn test_line(e: &Entry, clean: Option<bool>) -> (bool, String) {
+        let mut day = DayTime::default();
+        let line = Line {
+            day: day.at(1_575_493_351),
+            location: b"node",
+            id: &[b'a'; 32],
+            ip: b"10.0.0.1",
+        };
+        let mut out = Vec::new();
+        let fitted = match clean {
+            None => cloudfront_line(&mut out, e, &line),
+            Some(clean) => Cursor::write(&mut out, 4096, |c| {
+                cloudfront_fields(c, e, &line, e.host(), clean)
+            }),
+        };
+        (fitted, String::from_utf8(out).unwrap())
+    }
+
     /// An entry taken back for the next request keeps nothing of the last one: its line is
     /// the line a new entry makes, field for field, after a request with every field set
     /// (one spilled), a response and a behaviour.
     #[test]
     fn a_recycled_entry_keeps_nothing_of_the_last_request() {
-        let mut day = DayTime::default();
-        let mut line_of = |e: &Entry| {
-            let line = Line {
-                day: day.at(1_575_493_351),
-                location: b"node",
-                id: &[b'a'; 32],
-                ip: b"10.0.0.1",
-            };
-            let mut out = Vec::new();
-            assert!(cloudfront_line(&mut out, e, &line));
-            String::from_utf8(out).unwrap()
+        let line_of = |e: &Entry| {
+            let (fitted, line) = test_line(e, None);
+            assert!(fitted);
+            line
         };
         let start = Instant::now();
         let client = "10.0.0.1:4000".parse().unwrap();
@@ -2003,23 +2017,7 @@ mod tests {
     #[test]
     fn clean_texts_are_copied_and_others_escaped() {
         let client = "10.0.0.1:4000".parse().unwrap();
-        let mut day = DayTime::default();
-        let mut format = |e: &Entry, clean: Option<bool>| {
-            let line = Line {
-                day: day.at(1_575_493_351),
-                location: b"node",
-                id: &[b'a'; 32],
-                ip: b"10.0.0.1",
-            };
-            let mut out = Vec::new();
-            match clean {
-                None => cloudfront_line(&mut out, e, &line),
-                Some(clean) => Cursor::write(&mut out, 4096, |c| {
-                    cloudfront_fields(c, e, &line, e.host(), clean)
-                }),
-            };
-            String::from_utf8(out).unwrap()
-        };
+        let format = |e: &Entry, clean: Option<bool>| test_line(e, clean).1;
         let p = parts(
             "/a/b?x=1",
             &[
