@@ -4,7 +4,8 @@
 //! The request path keeps an [`Entry`] beside the request — plain data and the few text
 //! fields logged, copied — and when the response ends it formats the line into a batch
 //! owned by the current worker thread: no lock, no reference count, no atomic operation, no
-//! syscall per line (each of those showed in profiles). The thread hands its batch to the
+//! syscall per line (each of those showed in profiles). The batch formats into a part small
+//! enough to stay in the processor's cache and moves it on past the cache (see [`Batch`]). The thread hands its batch to the
 //! sink's writer under a lock a batch at a time (see [`Batch`]): when the batch is a
 //! [`TICK`] old, when the thread goes idle (the runtime runs [`flush_thread`] before a
 //! worker parks) and when the thread ends. A dedicated writer thread takes every thread's
@@ -469,12 +470,21 @@ static SINK_IDS: AtomicU64 = AtomicU64::new(1);
 /// ([`flush_thread`], run by the runtime before a worker parks) and when the thread ends.
 /// The writer visits every [`TICK`] too, so the slot is usually empty by then and the batch
 /// changes hands by a swap of buffers, not a copy.
+///
+/// Lines are formatted into `hot`, a few KiB that stay in the processor's cache, and moved
+/// into `buf` whenever [`HOT`] bytes have gathered, by stores that bypass the cache
+/// ([`output::extend_streaming`]): `buf` grows to a tick's worth of lines (some 175 KB at
+/// 100k req/s) that the writer reads once, and formatting straight into it made every line
+/// fetch cache lines and push out the request path's data (measured in
+/// docs/operations.md, Tuning).
 struct Batch {
     sink: u64,
     format: AccessLogFormat,
     slot: Arc<Slot>,
     shared: Arc<Shared>,
     dropped: Counter,
+    /// Lines formatted and not yet moved to `buf`.
+    hot: Vec<u8>,
     buf: Vec<u8>,
     lines: u64,
     /// A [`TICK`] after the request of the batch's first line arrived: when the batch is
@@ -482,14 +492,21 @@ struct Batch {
     due: Option<Instant>,
 }
 
+/// How many bytes of lines gather in [`Batch::hot`] before they move to its `buf`: small
+/// enough to stay in the cache between moves.
+const HOT: usize = 16 << 10;
+
 /// A batch's size that makes the thread hand it over before it is a [`TICK`] old.
 const BATCH: usize = 1 << 20;
 
 impl Batch {
-    /// Counts a line just written into `buf`, and hands the batch over when it is big or old
+    /// Counts a line just written into `hot`, and hands the batch over when it is big or old
     /// enough.
     fn wrote(&mut self, start: Instant) {
         self.lines += 1;
+        if self.hot.len() >= HOT {
+            self.cool();
+        }
         let due = match self.due {
             Some(d) => d,
             None => {
@@ -508,6 +525,7 @@ impl Batch {
         if self.due.is_none() {
             return;
         }
+        self.cool();
         {
             let mut out = self.slot.buf.lock();
             if out.is_empty() {
@@ -522,6 +540,12 @@ impl Batch {
         self.lines = 0;
         self.due = None;
         self.shared.pending.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Moves the formatted lines from `hot` to `buf`, past the cache.
+    fn cool(&mut self) {
+        output::extend_streaming(&mut self.buf, &self.hot);
+        self.hot.clear();
     }
 }
 
@@ -652,11 +676,11 @@ impl AccessLog {
                         id: &id,
                         ip,
                     };
-                    cloudfront_line(&mut b.buf, e, &line)
+                    cloudfront_line(&mut b.hot, e, &line)
                 }
                 AccessLogFormat::Json => {
-                    json_line(&mut b.buf, e, day, &self.node_id, &id);
-                    b.buf.push(b'\n');
+                    json_line(&mut b.hot, e, day, &self.node_id, &id);
+                    b.hot.push(b'\n');
                     true
                 }
             };
@@ -690,6 +714,7 @@ impl AccessLog {
             slot,
             shared: sink.shared.clone(),
             dropped: self.dropped.clone(),
+            hot: Vec::new(),
             buf: Vec::new(),
             lines: 0,
             due: None,
@@ -2066,11 +2091,9 @@ mod tests {
         }
     }
 
-    /// A thread's batch reaches the file when the thread ends, when it goes idle (the park
-    /// hook), when its first line is a tick old, and when the log is closed while another
-    /// thread still holds lines.
-    #[test]
-    fn batches_reach_the_file() {
+    /// A CloudFront log writing `access.log` in a new directory (kept while the directory
+    /// lives).
+    fn cloudfront_log() -> (tempfile::TempDir, PathBuf, Arc<AccessLog>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("access.log");
         let log = Arc::new(AccessLog::new("node", Counter::default()));
@@ -2079,22 +2102,34 @@ mod tests {
             format: AccessLogFormat::Cloudfront,
         };
         log.configure(Some(&config)).unwrap();
+        (dir, path, log)
+    }
+
+    /// Writes the line of a 200 hit for the request `p`, routed to "default".
+    fn write_hit(log: &AccessLog, p: &http::request::Parts, client: SocketAddr, start: Instant) {
+        let mut e = Entry::request(start, client, false, p);
+        e.response(
+            200,
+            &HeaderMap::new(),
+            Outcome::Hit,
+            Duration::ZERO,
+            Some(0),
+        );
+        e.set_behaviour("default");
+        log.write(&e);
+    }
+
+    /// A thread's batch reaches the file when the thread ends, when it goes idle (the park
+    /// hook), when its first line is a tick old, and when the log is closed while another
+    /// thread still holds lines.
+    #[test]
+    fn batches_reach_the_file() {
+        let (_dir, path, log) = cloudfront_log();
         let client = "10.0.0.1:4000".parse().unwrap();
         let p = Arc::new(parts("/x", &[("host", "h")]));
         let line = {
             let (log, p) = (log.clone(), p.clone());
-            move |start: Instant| {
-                let mut e = Entry::request(start, client, false, &p);
-                e.response(
-                    200,
-                    &HeaderMap::new(),
-                    Outcome::Hit,
-                    Duration::ZERO,
-                    Some(0),
-                );
-                e.set_behaviour("default");
-                log.write(&e);
-            }
+            move |start: Instant| write_hit(&log, &p, client, start)
         };
 
         // A thread that ends.
@@ -2145,6 +2180,47 @@ mod tests {
         drop(idle_tx);
         idle.join().unwrap();
         assert_eq!(lines_in(&path), 10);
+    }
+
+    /// Lines that outgrow the batch's cache-sized part several times over (each move to the
+    /// rest of the batch by streaming stores) reach the file whole and in order, with the
+    /// last, partial part moved when the thread ends.
+    #[test]
+    fn lines_past_the_hot_part_reach_the_file_in_order() {
+        let (_dir, path, log) = cloudfront_log();
+        const N: usize = 1000;
+        let writer = log.clone();
+        std::thread::spawn(move || {
+            let client = "10.0.0.1:4000".parse().unwrap();
+            let start = Instant::now();
+            for i in 0..N {
+                let p = parts(&format!("/object/{i}/{}", "p".repeat(i % 70)), &[]);
+                write_hit(&writer, &p, client, start);
+            }
+        })
+        .join()
+        .unwrap();
+        until("the thread's lines", || lines_in(&path) == N);
+        log.close();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.len() > 8 * HOT,
+            "only {} bytes: too few to test",
+            text.len()
+        );
+        let stems: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| {
+                let fields: Vec<&str> = l.split('\t').collect();
+                assert_eq!(fields.len(), FIELDS.len(), "a whole line: {l}");
+                fields[7]
+            })
+            .collect();
+        let want: Vec<String> = (0..N)
+            .map(|i| format!("/object/{i}/{}", "p".repeat(i % 70)))
+            .collect();
+        assert_eq!(stems, want);
     }
 
     #[test]
