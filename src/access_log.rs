@@ -4,15 +4,16 @@
 //! The request path keeps an [`Entry`] beside the request — plain data and the few text
 //! fields logged, copied — and when the response ends it formats the line into a batch
 //! owned by the current worker thread: no lock, no reference count, no atomic operation, no
-//! syscall per line (each of those showed in profiles). The batch formats into a part small
-//! enough to stay in the processor's cache and moves it on past the cache (see [`Batch`]). The thread hands its batch to the
-//! sink's writer under a lock a batch at a time (see [`Batch`]): when the batch is a
-//! [`TICK`] old, when the thread goes idle (the runtime runs [`flush_thread`] before a
-//! worker parks) and when the thread ends. A dedicated writer thread takes every thread's
-//! handed-over lines each [`TICK`] (backing off to [`IDLE_TICK`] while no line comes) and
-//! writes them, past the page cache where it can (see [`output`]). A thread's handed-over
-//! lines are at most [`BUFFER_CAP`] bytes: beyond that, batches are dropped and their lines
-//! counted (`strata_access_log_dropped_total`) — a slow disk must never slow viewers.
+//! syscall per line (each of those showed in profiles). Lines are formatted into a part of
+//! the batch small enough to stay in the processor's cache, and moved on past the cache.
+//! The thread hands its batch to the sink's writer under a lock a batch at a time (see
+//! [`Batch`]): when the batch is a [`TICK`] old, when the thread goes idle (the runtime
+//! runs [`flush_thread`] before a worker parks) and when the thread ends. A dedicated
+//! writer thread takes every thread's handed-over lines each [`TICK`] (backing off to
+//! [`IDLE_TICK`] while no line comes) and writes them, past the page cache where it can
+//! (see [`output`]). A thread's handed-over lines are at most [`BUFFER_CAP`] bytes: beyond
+//! that, batches are dropped and their lines counted (`strata_access_log_dropped_total`) —
+//! a slow disk must never slow viewers.
 //! SIGUSR1 ([`AccessLog::reopen`]) makes the writer reopen the file, for rotation by rename.
 
 use crate::config::{AccessLogConfig, AccessLogFormat};
@@ -471,8 +472,8 @@ static SINK_IDS: AtomicU64 = AtomicU64::new(1);
 /// The writer visits every [`TICK`] too, so the slot is usually empty by then and the batch
 /// changes hands by a swap of buffers, not a copy.
 ///
-/// Lines are formatted into `hot`, a few KiB that stay in the processor's cache, and moved
-/// into `buf` whenever [`HOT`] bytes have gathered, by stores that bypass the cache
+/// Lines are formatted into `hot`, which stays in the processor's cache, and moved into
+/// `buf` whenever [`HOT`] bytes have gathered, by stores that bypass the cache
 /// ([`output::extend_streaming`]): `buf` grows to a tick's worth of lines (some 175 KB at
 /// 100k req/s) that the writer reads once, and formatting straight into it made every line
 /// fetch cache lines and push out the request path's data (measured in
