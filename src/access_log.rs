@@ -534,7 +534,9 @@ impl Batch {
             } else if out.len() + self.buf.len() > BUFFER_CAP {
                 self.dropped.inc_by(self.lines);
             } else {
-                out.extend_from_slice(&self.buf);
+                // The writer has not taken the last batch yet: appended, past the cache
+                // like every other copy of the lines on their way out.
+                output::extend_streaming(&mut out, &self.buf);
             }
         }
         self.buf.clear();
@@ -2185,7 +2187,9 @@ mod tests {
 
     /// Lines that outgrow the batch's cache-sized part several times over (each move to the
     /// rest of the batch by streaming stores) reach the file whole and in order, with the
-    /// last, partial part moved when the thread ends.
+    /// last, partial part moved when the thread ends. The thread also hands its batch over
+    /// every 100 lines, faster than the writer takes them, so that batches are appended to
+    /// a slot not yet emptied as well as swapped into an empty one.
     #[test]
     fn lines_past_the_hot_part_reach_the_file_in_order() {
         let (_dir, path, log) = cloudfront_log();
@@ -2197,6 +2201,9 @@ mod tests {
             for i in 0..N {
                 let p = parts(&format!("/object/{i}/{}", "p".repeat(i % 70)), &[]);
                 write_hit(&writer, &p, client, start);
+                if i % 100 == 99 {
+                    flush_thread();
+                }
             }
         })
         .join()
